@@ -1,0 +1,221 @@
+"""The one module that opens DuckDB.
+
+DuckDB lets one process write a file, and a read-write open excludes every reader in other processes.
+A flow runs for minutes, yet `libra sql` must answer while it runs, and two scheduled flows may overlap.
+So no connection is held for long: every read or write opens the file, does its work in one short
+transaction and closes it, under an advisory lock file beside the database (`<file>.lock`): shared
+for readers, exclusive for writers, waiting (not failing) when the other side holds it. A writer holds
+the file for one batch insert (milliseconds), so readers and other writers wait at most that long.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+
+class WarehouseError(RuntimeError):
+    """A warehouse problem the user can act on (missing file, lock timeout, bad SQL)."""
+
+
+def sql_text(name: str) -> str:
+    """A named SQL file shipped with the package, e.g. `queries/pending_responses.sql`."""
+    return resources.files("libra.warehouse").joinpath(name).read_text(encoding="utf-8")
+
+
+def _sql_files(folder: str) -> list[tuple[str, str]]:
+    root = resources.files("libra.warehouse").joinpath(folder)
+    files = sorted((p.name, p.read_text(encoding="utf-8")) for p in root.iterdir() if p.name.endswith(".sql"))
+    return files
+
+
+class _FileLock:
+    """fcntl advisory lock that waits up to `timeout_s`; re-entrant per thread for the same mode."""
+
+    def __init__(self, path: Path, timeout_s: float):
+        self.path = path
+        self.timeout_s = timeout_s
+
+    @contextmanager
+    def hold(self, exclusive: bool) -> Iterator[None]:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+            deadline = time.monotonic() + self.timeout_s
+            delay = 0.002
+            while True:
+                try:
+                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise WarehouseError(
+                            f"{self.path}: waited {self.timeout_s:.0f}s for the warehouse lock "
+                            f"({'write' if exclusive else 'read'}); another process holds it"
+                        ) from None
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.05)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+
+class Warehouse:
+    """A DuckDB warehouse file. Cheap to construct; opens the file only inside `reader()`/`writer()`."""
+
+    def __init__(self, path: str | Path, *, create: bool = True, lock_timeout_s: float = 600.0):
+        self.path = Path(path).expanduser().resolve()
+        if not self.path.exists():
+            if not create:
+                raise WarehouseError(f"{self.path}: no warehouse here (run a flow or `libra demo` first)")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = _FileLock(Path(str(self.path) + ".lock"), lock_timeout_s)
+        self._local = threading.local()
+        self.migrate()
+
+    # -- connections -------------------------------------------------------------------------------
+
+    @contextmanager
+    def writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One write transaction under the exclusive lock; nested use in a thread reuses it."""
+        con = getattr(self._local, "writer", None)
+        if con is not None:
+            yield con
+            return
+        with self._lock.hold(exclusive=True):
+            con = duckdb.connect(str(self.path))
+            self._local.writer = con
+            try:
+                con.execute("BEGIN TRANSACTION")
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                try:
+                    con.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass
+                raise
+            finally:
+                self._local.writer = None
+                con.close()
+
+    @contextmanager
+    def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection under the shared lock (inside a writer: that writer's connection)."""
+        con = getattr(self._local, "writer", None)
+        if con is not None:
+            yield con
+            return
+        with self._lock.hold(exclusive=False):
+            con = duckdb.connect(str(self.path), read_only=True)
+            try:
+                yield con
+            finally:
+                con.close()
+
+    # -- schema ------------------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Apply pending numbered migrations and refresh the views when their SQL changed."""
+        migrations = _sql_files("migrations")
+        views = _sql_files("views")
+        views_hash = hashlib.sha256("".join(t for _, t in views).encode()).hexdigest()[:16]
+        if self.path.exists() and self._schema_is_current(migrations, views_hash):
+            return
+        with self.writer() as con:
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
+                " applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)"
+            )
+            done = {v for (v,) in con.execute("SELECT version FROM schema_migrations").fetchall()}
+            for name, text in migrations:
+                version = int(name.split("_", 1)[0])
+                if version in done:
+                    continue
+                con.execute(text)
+                con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, name])
+            for _, text in views:
+                con.execute(text)
+            con.execute(
+                "INSERT OR REPLACE INTO settings VALUES ('schema.views_hash', ?)", [views_hash]
+            )
+
+    def _schema_is_current(self, migrations: list[tuple[str, str]], views_hash: str) -> bool:
+        try:
+            with self.reader() as con:
+                have = con.execute("SELECT max(version) FROM schema_migrations").fetchall()[0][0]
+                stored = con.execute(
+                    "SELECT value FROM settings WHERE key = 'schema.views_hash'"
+                ).fetchall()
+        except duckdb.Error:
+            return False
+        want = max(int(n.split("_", 1)[0]) for n, _ in migrations)
+        return have == want and bool(stored) and stored[0][0] == views_hash
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def query(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
+        with self.reader() as con:
+            try:
+                return pl.from_arrow(con.sql(sql, params=params).to_arrow_table())  # type: ignore[return-value]
+            except duckdb.Error as e:
+                raise WarehouseError(f"SQL error: {e}") from None
+
+    def scalar(self, sql: str, params: list[Any] | None = None) -> Any:
+        with self.reader() as con:
+            rows = con.execute(sql, params).fetchall()
+        # fetchall, not fetchone: DuckDB 2 refuses new work on a connection with an unfinished result
+        return rows[0][0] if rows else None
+
+    def table_counts(self) -> dict[str, int]:
+        with self.reader() as con:
+            tables = [
+                t for (t,) in con.execute(
+                    "SELECT table_name FROM information_schema.tables "
+                    "WHERE table_type = 'BASE TABLE' AND table_schema = 'main' ORDER BY 1"
+                ).fetchall()
+            ]
+            return {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchall()[0][0] for t in tables}
+
+    # -- writing -----------------------------------------------------------------------------------
+
+    def insert(self, table: str, frame: pl.DataFrame, *, on_conflict: str = "ignore") -> int:
+        """Insert a batch through Arrow; returns the number of new rows.
+
+        on_conflict: 'ignore' keeps the stored row (idempotent re-inserts), 'replace' overwrites it
+        (e.g. a failed response that now succeeded).
+        """
+        if frame.is_empty():
+            return 0
+        verb = {"ignore": "INSERT OR IGNORE", "replace": "INSERT OR REPLACE"}[on_conflict]
+        with self.writer() as con:
+            before = con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0]
+            con.register("_batch", frame.to_arrow())
+            try:
+                con.execute(f'{verb} INTO "{table}" BY NAME SELECT * FROM _batch')
+            finally:
+                con.unregister("_batch")
+            after = con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0]
+        return after - before
+
+    def execute(self, sql: str, params: list[Any] | None = None) -> None:
+        with self.writer() as con:
+            con.execute(sql, params)
+
+    def set_settings(self, values: dict[str, Any]) -> None:
+        if not values:
+            return
+        frame = pl.DataFrame({"key": list(values), "value": [str(v) for v in values.values()]})
+        self.insert("settings", frame, on_conflict="replace")

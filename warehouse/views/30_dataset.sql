@@ -1,0 +1,30 @@
+-- v_dataset: one row per labelled response, with everything a split or an export needs.
+CREATE OR REPLACE VIEW v_dataset AS
+SELECT
+    r.response_id, r.query_id, q.text AS query, r.text AS response, r.responder, r.model AS responder_model,
+    q.scenario, q.subcategory, q.task_type, q.source, q.method, q.intended_label,
+    f.final_label, f.label_source, f.vote_status, f.hard_reason, f.margin,
+    s.split,
+    d.cluster_id AS dedup_cluster
+FROM responses r
+JOIN queries q USING (query_id)
+JOIN v_final_labels f USING (response_id)
+LEFT JOIN splits s USING (query_id)
+LEFT JOIN dedup d USING (query_id)
+WHERE r.status = 'ok';
+
+-- v_stage_counts: what `libra status` prints first; one row per stage of the factory.
+CREATE OR REPLACE VIEW v_stage_counts AS
+SELECT 'queries' AS stage, count(*) AS n FROM queries
+UNION ALL SELECT 'queries kept after dedup', count(*) FROM dedup WHERE kept
+UNION ALL SELECT 'responses ok', count(*) FROM responses WHERE status = 'ok'
+UNION ALL SELECT 'responses failed', count(*) FROM responses WHERE status = 'failed'
+UNION ALL SELECT 'votes', count(*) FROM votes WHERE status <> 'failed'
+UNION ALL SELECT 'votes failed', count(*) FROM votes WHERE status = 'failed'
+UNION ALL SELECT 'final labels', count(*) FROM v_final_labels WHERE final_label IS NOT NULL
+UNION ALL SELECT 'hard samples', count(*) FROM v_final_labels WHERE vote_status = 'hard'
+UNION ALL SELECT 'adjudications', count(*) FROM adjudications
+UNION ALL SELECT 'human labels', count(*) FROM human_labels
+UNION ALL SELECT 'split ' || split, count(*) FROM splits GROUP BY split
+UNION ALL SELECT 'benchmark items', count(*) FROM benchmarks
+UNION ALL SELECT 'predictions', count(*) FROM predictions;
