@@ -166,12 +166,23 @@ class Warehouse:
 
     # -- reading -----------------------------------------------------------------------------------
 
-    def query(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
+    def query(
+        self,
+        sql: str,
+        params: list[Any] | dict[str, Any] | None = None,
+        frames: dict[str, pl.DataFrame] | None = None,
+    ) -> pl.DataFrame:
+        """Run a read query; `frames` are registered as tables for it (e.g. keys for an anti-join)."""
         with self.reader() as con:
+            for name, frame in (frames or {}).items():
+                con.register(name, frame.to_arrow())
             try:
                 return pl.from_arrow(con.sql(sql, params=params).to_arrow_table())  # type: ignore[return-value]
             except duckdb.Error as e:
                 raise WarehouseError(f"SQL error: {e}") from None
+            finally:
+                for name in frames or {}:
+                    con.unregister(name)
 
     def scalar(self, sql: str, params: list[Any] | None = None) -> Any:
         with self.reader() as con:

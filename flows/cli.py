@@ -1,0 +1,223 @@
+"""`libra`: run the factory and its stages, and inspect the warehouse."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from datetime import datetime
+from enum import Enum
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from libra.tasks.config import ConfigError, load_config
+from libra.warehouse import Warehouse, WarehouseError
+
+app = typer.Typer(
+    help="libra-factory: a Prefect + DuckDB data factory for Chinese LLM safety guards.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+WarehouseOpt = Annotated[
+    str | None,
+    typer.Option("--warehouse", "-w", help="DuckDB warehouse file (default: $LIBRA_WAREHOUSE, else the config's)."),
+]
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Factory config YAML (see configs/).")]
+
+EXAMPLE_SQL = [
+    ("labels per scenario",
+     "SELECT scenario, final_label, count(*) AS n FROM v_dataset GROUP BY ALL ORDER BY ALL"),
+    ("hard samples and why",
+     "SELECT hard_reason, count(*) AS n FROM v_hard_samples GROUP BY ALL ORDER BY n DESC"),
+    ("LLM usage per endpoint",
+     "SELECT endpoint, sum(calls) AS calls, sum(retries) AS retries, sum(failures) AS failures, "
+     "sum(prompt_tokens + completion_tokens) AS tokens FROM v_llm_usage GROUP BY ALL ORDER BY ALL"),
+]
+
+
+class Stage(str, Enum):
+    factory = "factory"
+    synthesize = "synthesize"
+    augment = "augment"
+    dedup = "dedup"
+    respond = "respond"
+    annotate = "annotate"
+    split = "split"
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _resolve_warehouse(warehouse: str | None, config: Path | None = None) -> str:
+    if warehouse:
+        return warehouse
+    if os.environ.get("LIBRA_WAREHOUSE"):
+        return os.environ["LIBRA_WAREHOUSE"]
+    if config is not None:
+        return load_config(config).warehouse
+    _fail("no warehouse given: pass --warehouse PATH or set LIBRA_WAREHOUSE")
+    raise AssertionError
+
+
+def _open_reader(warehouse: str | None) -> Warehouse:
+    try:
+        return Warehouse(_resolve_warehouse(warehouse), create=False)
+    except WarehouseError as e:
+        _fail(str(e))
+        raise
+
+
+def print_frame(frame: pl.DataFrame, fmt: OutputFormat = OutputFormat.table, title: str | None = None) -> None:
+    if fmt is OutputFormat.csv:
+        sys.stdout.write(frame.write_csv())
+        return
+    if fmt is OutputFormat.json:
+        for row in frame.iter_rows(named=True):
+            sys.stdout.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        return
+    table = Table(title=title, show_lines=False)
+    for name in frame.columns:
+        table.add_column(name, overflow="fold")
+    for row in frame.iter_rows():
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console.print(table)
+
+
+@app.command()
+def run(
+    stage: Annotated[Stage, typer.Argument(help="factory (every stage in order) or one stage.")],
+    config: ConfigOpt,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Run the factory flow or one stage flow under Prefect."""
+    try:
+        load_config(config)  # fail on a bad config before Prefect or any endpoint is touched
+    except ConfigError as e:
+        _fail(str(e))
+    from libra.flows.factory import STAGE_FLOWS, factory_flow
+
+    fn = factory_flow if stage is Stage.factory else STAGE_FLOWS[stage.value]
+    summary = fn(str(config), warehouse)
+    console.print_json(json.dumps(summary, ensure_ascii=False, default=str))
+
+
+@app.command()
+def demo(
+    warehouse: WarehouseOpt = None,
+    latency_ms: Annotated[float, typer.Option(help="Stub latency per request.")] = 5.0,
+    fault_429: Annotated[float, typer.Option(help="Stub: share of requests answered 429.")] = 0.0,
+    fault_500: Annotated[float, typer.Option(help="Stub: share of requests answered 500.")] = 0.0,
+    fault_timeout: Annotated[float, typer.Option(help="Stub: share of requests that hang past the timeout.")] = 0.0,
+) -> None:
+    """Start the stub LLM server, run the demo factory into a warehouse, print a summary.
+
+    Without --warehouse a new file libra-demo-<time>.duckdb is created in the working directory;
+    an existing --warehouse file is continued (already-done work is skipped), never replaced.
+    """
+    from libra.tasks.servers import free_port, start_server
+
+    path = Path(warehouse or f"libra-demo-{datetime.now():%Y%m%d-%H%M%S}.duckdb").resolve()
+    config = Path(str(resources.files("libra.configs").joinpath("demo.yaml")))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = Path(tempfile.gettempdir()) / f"libra-stub-{port}.log"
+    cmd = [sys.executable, "-m", "libra.stubllm", "--port", str(port), "--latency-ms", str(latency_ms),
+           "--fault-429", str(fault_429), "--fault-500", str(fault_500), "--fault-timeout", str(fault_timeout),
+           "--timeout-sleep-s", "15"]
+    console.print(f"[bold]libra demo[/]: stub LLM server on {url}; warehouse {path}")
+    with start_server(cmd, url, log_path=log, timeout_s=60):
+        os.environ["LIBRA_STUB_URL"] = url
+        from libra.flows.factory import factory_flow
+
+        factory_flow(str(config), str(path))
+    wh = Warehouse(path, create=False)
+    _print_status(wh)
+    console.print("\n[bold]Try these[/] (read-only, also while a flow is running):")
+    for title, sql in EXAMPLE_SQL:
+        console.print(f"  # {title}\n  libra sql --warehouse {path.name} \"{sql}\"", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="SQL to run read-only, e.g. \"SELECT * FROM v_dataset LIMIT 5\".")],
+    warehouse: WarehouseOpt = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.table,
+) -> None:
+    """Run a read-only SQL query against the warehouse (it answers while a flow is writing)."""
+    wh = _open_reader(warehouse)
+    try:
+        frame = wh.query(query)
+    except WarehouseError as e:
+        _fail(str(e))
+        raise
+    print_frame(frame, fmt)
+
+
+def _print_status(wh: Warehouse) -> None:
+    print_frame(wh.query("SELECT stage, n FROM v_stage_counts"), title="Counts per stage")
+    print_frame(
+        wh.query(
+            "SELECT scenario, count(DISTINCT query_id) AS queries, count(*) AS responses, "
+            "count(*) FILTER (WHERE final_label = '不安全') AS unsafe, "
+            "count(*) FILTER (WHERE final_label = '安全') AS safe, "
+            "count(*) FILTER (WHERE vote_status = 'hard') AS hard "
+            "FROM v_dataset GROUP BY scenario ORDER BY scenario"
+        ),
+        title="Labelled responses per scenario",
+    )
+    print_frame(wh.query("SELECT * FROM v_token_cost ORDER BY model"), title="Tokens per model")
+    print_frame(
+        wh.query("SELECT run_id, flow, status, started_at, finished_at FROM runs "
+                 "WHERE parent_run_id IS NULL ORDER BY started_at DESC LIMIT 5"),
+        title="Latest runs",
+    )
+
+
+@app.command()
+def status(warehouse: WarehouseOpt = None) -> None:
+    """Counts per stage, per scenario and label, tokens per model, latest runs."""
+    _print_status(_open_reader(warehouse))
+
+
+@app.command("check-config")
+def check_config(config: Annotated[Path, typer.Argument(help="Factory config YAML.")]) -> None:
+    """Validate a factory config without running anything."""
+    try:
+        cfg = load_config(config)
+    except ConfigError as e:
+        _fail(str(e))
+        raise
+    console.print(f"{config}: ok — {len(cfg.endpoints)} endpoints, judges {cfg.roles.judges}, "
+                  f"responders {cfg.roles.responders}")
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+    except WarehouseError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+-- Hard samples whose votes are complete (every configured judge answered) and that have no adjudication.
+-- Parameter: $n_judges.
+SELECT h.response_id, h.query, h.response,
+       list({'judge': v.judge, 'label': v.label, 'analysis': v.analysis} ORDER BY v.judge) AS votes
+FROM v_hard_samples h
+JOIN v_vote_summary s USING (response_id)
+JOIN votes v USING (response_id)
+ANTI JOIN adjudications a USING (response_id)
+WHERE s.n_votes >= $n_judges
+GROUP BY h.response_id, h.query, h.response
+ORDER BY h.response_id
