@@ -35,7 +35,7 @@ class DedupParams:
 
     @property
     def method(self) -> str:
-        return f"{self.shingle}{self.ngram}-p{self.num_perm}-t{self.threshold:g}"
+        return f"{self.shingle}{self.ngram}-p{self.num_perm}-t{self.threshold:g}-{SCHEME}"
 
 
 def normalize_for_dedup(text: str) -> str:
@@ -62,12 +62,19 @@ def signatures(texts: list[str], params: DedupParams) -> list[MinHash]:
     return MinHash.bulk(sets, num_perm=params.num_perm) if sets else []
 
 
+# datasketch >= 2 names its hashing scheme; stored signatures are only comparable within one scheme,
+# so the scheme is part of the stored method string (see DedupParams.method).
+_PROBE = MinHash(num_perm=1)
+SCHEME, _HASH_DTYPE = _PROBE.scheme, _PROBE.hashvalues.dtype
+
+
 def signature_bytes(m: MinHash) -> bytes:
     return np.asarray(m.hashvalues, dtype="<u8").tobytes()
 
 
 def signature_from_bytes(b: bytes, num_perm: int) -> MinHash:
-    return MinHash(num_perm=num_perm, hashvalues=np.frombuffer(b, dtype="<u8").astype(np.uint64))
+    values = np.frombuffer(b, dtype="<u8")
+    return MinHash(num_perm=num_perm, hashvalues=values.astype(_HASH_DTYPE), scheme=SCHEME)
 
 
 def dedup_batch(

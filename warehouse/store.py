@@ -41,34 +41,49 @@ def _sql_files(folder: str) -> list[tuple[str, str]]:
 
 
 class _FileLock:
-    """fcntl advisory lock that waits up to `timeout_s`; re-entrant per thread for the same mode."""
+    """fcntl advisory locks that wait up to `timeout_s`, with writer preference.
+
+    Shared flock alone starves writers (back-to-back readers always overlap), so a second lock file
+    marks a writer's intent: a writer takes the gate exclusively, then the data lock; a reader passes
+    the gate (shared, released at once) before taking the data lock shared. A waiting writer therefore
+    blocks new readers and gets the file as soon as the current readers finish.
+    """
 
     def __init__(self, path: Path, timeout_s: float):
         self.path = path
+        self.gate_path = Path(str(path) + ".gate")
         self.timeout_s = timeout_s
+
+    def _acquire(self, fd: int, mode: int, deadline: float, what: str) -> None:
+        delay = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise WarehouseError(
+                        f"{self.path}: waited {self.timeout_s:.0f}s for the warehouse lock ({what}); "
+                        "another process holds it"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.02)
 
     @contextmanager
     def hold(self, exclusive: bool) -> Iterator[None]:
+        deadline = time.monotonic() + self.timeout_s
+        what = "write" if exclusive else "read"
+        gate = os.open(self.gate_path, os.O_RDWR | os.O_CREAT, 0o644)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-            deadline = time.monotonic() + self.timeout_s
-            delay = 0.002
-            while True:
-                try:
-                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise WarehouseError(
-                            f"{self.path}: waited {self.timeout_s:.0f}s for the warehouse lock "
-                            f"({'write' if exclusive else 'read'}); another process holds it"
-                        ) from None
-                    time.sleep(delay)
-                    delay = min(delay * 2, 0.05)
+            try:
+                self._acquire(gate, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH, deadline, what)
+                self._acquire(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH, deadline, what)
+            finally:
+                os.close(gate)  # closing a descriptor releases its lock: the gate is only passed through
             yield
         finally:
-            os.close(fd)  # closing the descriptor releases the lock
+            os.close(fd)
 
 
 class Warehouse:
