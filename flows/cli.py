@@ -65,20 +65,12 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _resolve_warehouse(warehouse: str | None, config: Path | None = None) -> str:
-    if warehouse:
-        return warehouse
-    if os.environ.get("LIBRA_WAREHOUSE"):
-        return os.environ["LIBRA_WAREHOUSE"]
-    if config is not None:
-        return load_config(config).warehouse
-    _fail("no warehouse given: pass --warehouse PATH or set LIBRA_WAREHOUSE")
-    raise AssertionError
-
-
 def _open_reader(warehouse: str | None) -> Warehouse:
+    path = warehouse or os.environ.get("LIBRA_WAREHOUSE")
+    if not path:
+        _fail("no warehouse given: pass --warehouse PATH or set LIBRA_WAREHOUSE")
     try:
-        return Warehouse(_resolve_warehouse(warehouse), create=False)
+        return Warehouse(path, create=False)
     except WarehouseError as e:
         _fail(str(e))
         raise
@@ -209,6 +201,8 @@ def check_config(config: Annotated[Path, typer.Argument(help="Factory config YAM
 
 
 def main() -> None:
+    # The temporary Prefect server would try to phone home; this machine may have no network.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     try:
         app()
     except ConfigError as e:

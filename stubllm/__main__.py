@@ -64,7 +64,10 @@ def bind(host: str, port: int) -> socket.socket:
     """Bind before starting uvicorn: a busy port becomes a one-line error, and the real port of
     ``--port 0`` is known up front."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto must say TCP: asyncio only sets TCP_NODELAY on accepted sockets whose proto is
+    # IPPROTO_TCP, and without it every reply (headers and body are two writes) waits ~40 ms
+    # for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

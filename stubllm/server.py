@@ -60,6 +60,7 @@ class StubState:
     """Mutable server state: fault config (global and per model), RNG, counters."""
 
     def __init__(self, config: FaultConfig, seed: int = 0) -> None:
+        self.initial_config = config
         self.config = config
         self.model_overrides: dict[str, dict[str, float]] = {}
         self.seed = seed
@@ -74,10 +75,17 @@ class StubState:
         return self.config.updated(overrides) if overrides else self.config
 
     def apply(self, body: dict[str, Any]) -> None:
-        """Apply an /admin/faults body; all-or-nothing, so a bad key changes nothing."""
-        changes = {k: v for k, v in body.items() if k not in ("models", "seed")}
-        new_config = self.config.updated(changes)
-        new_overrides = dict(self.model_overrides)
+        """Apply an /admin/faults body; all-or-nothing, so a bad key changes nothing.
+
+        ``"reset": true`` first restores the start-up settings and drops per-model overrides.
+        """
+        reset = body.get("reset", False)
+        if not isinstance(reset, bool):
+            raise ValueError(f"reset must be true or false, got {reset!r}")
+        base_config = self.initial_config if reset else self.config
+        changes = {k: v for k, v in body.items() if k not in ("models", "seed", "reset")}
+        new_config = base_config.updated(changes)
+        new_overrides = {} if reset else dict(self.model_overrides)
         models = body.get("models", {})
         if not isinstance(models, dict):
             raise ValueError("models must be an object {model: {setting: value}}")

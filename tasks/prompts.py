@@ -32,8 +32,12 @@ class Template:
         """Content hash of the template text: stored with every row the template produced."""
         return self.name.removesuffix(".txt") + "@" + hashlib.sha256(self.text.encode()).hexdigest()[:12]
 
+    @functools.cached_property
+    def compiled(self) -> jinja2.Template:
+        return _ENV.from_string(self.text)
+
     def render(self, **values: Any) -> str:
-        return _ENV.from_string(self.text).render(**values).strip()
+        return self.compiled.render(**values).strip()
 
 
 def prompt_path(name: str) -> Path:

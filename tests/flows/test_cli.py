@@ -1,0 +1,58 @@
+import subprocess
+
+import pytest
+import yaml
+
+from libra.warehouse import Warehouse
+
+
+def libra(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["libra", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_lists_every_command():
+    out = libra("--help")
+    assert out.returncode == 0
+    for command in ("demo", "run", "sql", "status", "check-config"):
+        assert command in out.stdout
+
+
+def test_bad_config_fails_before_any_work_naming_file_and_key(tmp_path):
+    cfg = yaml.safe_load(open("configs/demo.yaml", encoding="utf-8").read().replace("${", "$${"))
+    cfg["roles"]["judges"] = ["judge-a"]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
+    out = libra("run", "factory", "--config", str(path), "--warehouse", str(tmp_path / "w.duckdb"))
+    assert out.returncode == 2
+    assert str(path) in out.stderr and "roles.judges" in out.stderr
+    assert not (tmp_path / "w.duckdb").exists()  # nothing was started, nothing written
+
+
+def test_sql_on_missing_warehouse_is_a_clear_error(tmp_path):
+    out = libra("sql", "--warehouse", str(tmp_path / "none.duckdb"), "SELECT 1")
+    assert out.returncode == 2
+    assert "no warehouse here" in out.stderr
+    assert not (tmp_path / "none.duckdb").exists()
+
+
+def test_sql_formats_and_read_only(tmp_path):
+    path = tmp_path / "w.duckdb"
+    Warehouse(path)
+    out = libra("sql", "--warehouse", str(path), "--format", "csv", "SELECT stage, n FROM v_stage_counts")
+    assert out.returncode == 0 and out.stdout.splitlines()[0] == "stage,n"
+    out = libra("sql", "--warehouse", str(path), "--format", "json", "SELECT 1 AS a")
+    assert out.stdout.strip() == '{"a": 1}'
+    out = libra("sql", "--warehouse", str(path), "DELETE FROM queries")
+    assert out.returncode == 2 and "read-only" in out.stderr.lower()
+
+
+@pytest.mark.parametrize("stage", ["factory", "synthesize", "augment", "dedup", "respond", "annotate", "split"])
+def test_every_stage_is_a_deployable_flow(stage):
+    """prefect.yaml names real flow entrypoints with cron schedules."""
+    from prefect.flows import load_flow_from_entrypoint
+
+    spec = yaml.safe_load(open("prefect.yaml", encoding="utf-8"))
+    entries = {d["entrypoint"]: d for d in spec["deployments"]}
+    entry = f"flows/factory.py:{stage}_flow"
+    assert entry in entries and entries[entry]["schedules"][0]["cron"]
+    assert load_flow_from_entrypoint(entry).name == stage
