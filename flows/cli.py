@@ -7,7 +7,7 @@ import os
 import sys
 import tempfile
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
@@ -44,24 +44,14 @@ EXAMPLE_SQL = [
 ]
 
 
-class Stage(str, Enum):
-    factory = "factory"
-    synthesize = "synthesize"
-    augment = "augment"
-    dedup = "dedup"
-    respond = "respond"
-    annotate = "annotate"
-    split = "split"
-
-
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     table = "table"
     csv = "csv"
     json = "json"
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -92,21 +82,42 @@ def print_frame(frame: pl.DataFrame, fmt: OutputFormat = OutputFormat.table, tit
     console.print(table)
 
 
-@app.command()
+def _extra_options(args: list[str]) -> dict[str, str]:
+    """`--guard x --benchmark y` after the known options -> {"guard": "x", "benchmark": "y"}."""
+    out: dict[str, str] = {}
+    it = iter(args)
+    for arg in it:
+        if not arg.startswith("--"):
+            _fail(f"unexpected argument {arg!r} (flow options are --name value)")
+        key, _, value = arg[2:].partition("=")
+        if not value:
+            value = next(it, None)
+            if value is None:
+                _fail(f"option --{key} needs a value")
+        out[key.replace("-", "_")] = value
+    return out
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
-    stage: Annotated[Stage, typer.Argument(help="factory (every stage in order) or one stage.")],
+    ctx: typer.Context,
+    stage: Annotated[str, typer.Argument(
+        help="factory (every stage in order) or one flow: synthesize, augment, dedup, respond, annotate, split, "
+             "and the flows other modules register (an unknown name lists them all).")],
     config: ConfigOpt,
     warehouse: WarehouseOpt = None,
 ) -> None:
-    """Run the factory flow or one stage flow under Prefect."""
+    """Run the factory flow or one stage flow under Prefect; extra --name value options go to the flow."""
     try:
         load_config(config)  # fail on a bad config before Prefect or any endpoint is touched
     except ConfigError as e:
         _fail(str(e))
     from libra.flows.factory import STAGE_FLOWS, factory_flow
 
-    fn = factory_flow if stage is Stage.factory else STAGE_FLOWS[stage.value]
-    summary = fn(str(config), warehouse)
+    flows = {"factory": factory_flow, **STAGE_FLOWS}
+    if stage not in flows:
+        _fail(f"unknown flow {stage!r}; choose from: {', '.join(flows)}")
+    summary = flows[stage](str(config), warehouse, **_extra_options(ctx.args))
     console.print_json(json.dumps(summary, ensure_ascii=False, default=str))
 
 
@@ -206,12 +217,15 @@ def main() -> None:
     try:
         app()
     except ConfigError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except WarehouseError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
+
+# Commands of the other areas register themselves on `app` when imported.
+from libra.flows import cli_annotation, cli_data, cli_dedup, cli_synthesis, cli_training  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

@@ -28,26 +28,52 @@ def build_parser() -> argparse.ArgumentParser:
         "A test double: faults can also be changed at runtime with POST /admin/faults.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8900, help="port; 0 picks a free one (default: %(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=8900, help="port; 0 picks a free one (default: %(default)s)"
+    )
     parser.add_argument("--latency-ms", type=float, default=d.latency_ms, help="base latency per completion")
     parser.add_argument("--jitter-ms", type=float, default=d.jitter_ms, help="latency varies by ± up to this")
     parser.add_argument("--fault-429", type=float, default=d.fault_429, help="probability of a 429 reply")
     parser.add_argument("--fault-500", type=float, default=d.fault_500, help="probability of a 500 reply")
-    parser.add_argument("--fault-timeout", type=float, default=d.fault_timeout,
-                        help="probability that a request stalls for --timeout-sleep-s")
-    parser.add_argument("--timeout-sleep-s", type=float, default=d.timeout_sleep_s,
-                        help="how long a stalled request sleeps (default: %(default)s)")
-    parser.add_argument("--fault-broken-json", type=float, default=d.fault_broken_json,
-                        help="probability of a 200 reply whose JSON body is cut mid-object")
-    parser.add_argument("--retry-after-s", type=float, default=d.retry_after_s,
-                        help="Retry-After seconds sent with 429 replies (default: %(default)s)")
+    parser.add_argument(
+        "--fault-timeout",
+        type=float,
+        default=d.fault_timeout,
+        help="probability that a request stalls for --timeout-sleep-s",
+    )
+    parser.add_argument(
+        "--timeout-sleep-s",
+        type=float,
+        default=d.timeout_sleep_s,
+        help="how long a stalled request sleeps (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--fault-broken-json",
+        type=float,
+        default=d.fault_broken_json,
+        help="probability of a 200 reply whose JSON body is cut mid-object",
+    )
+    parser.add_argument(
+        "--retry-after-s",
+        type=float,
+        default=d.retry_after_s,
+        help="Retry-After seconds sent with 429 replies (default: %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault/latency random generator")
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> FaultConfig:
-    keys = ("latency_ms", "jitter_ms", "fault_429", "fault_500", "fault_timeout", "timeout_sleep_s",
-            "fault_broken_json", "retry_after_s")
+    keys = (
+        "latency_ms",
+        "jitter_ms",
+        "fault_429",
+        "fault_500",
+        "fault_timeout",
+        "timeout_sleep_s",
+        "fault_broken_json",
+        "retry_after_s",
+    )
     return FaultConfig().updated({k: getattr(args, k) for k in keys})
 
 

@@ -2,7 +2,7 @@
 
 A raw ASGI app rather than a Starlette one: the stub must outrun the client that measures the
 product's LLM pool (≈500 req/s on two cores), and a router plus Request/Response objects per call
-cost a noticeable share of that on the same cores. There are only six routes.
+cost a noticeable share of that on the same cores. There are only a handful of routes.
 
 Faults are drawn per request from one seeded ``random.Random``: the sequence is reproducible for
 a given seed, yet a retry of the same request draws again and can succeed, like a real endpoint.
@@ -63,7 +63,7 @@ class StubState:
         self.initial_config = config
         self.config = config
         self.model_overrides: dict[str, dict[str, float]] = {}
-        self.seed = seed
+        self.initial_seed = self.seed = seed
         self.rng = random.Random(seed)
         self.requests: Counter[str] = Counter()
         self.faults: Counter[str] = Counter({k: 0 for k in ("429", "500", "timeout", "broken_json")})
@@ -77,7 +77,8 @@ class StubState:
     def apply(self, body: dict[str, Any]) -> None:
         """Apply an /admin/faults body; all-or-nothing, so a bad key changes nothing.
 
-        ``"reset": true`` first restores the start-up settings and drops per-model overrides.
+        ``"reset": true`` first restores the start-up settings (fault knobs and seed, so the fault
+        draws restart) and drops per-model overrides.
         """
         reset = body.get("reset", False)
         if not isinstance(reset, bool):
@@ -85,24 +86,29 @@ class StubState:
         base_config = self.initial_config if reset else self.config
         changes = {k: v for k, v in body.items() if k not in ("models", "seed", "reset")}
         new_config = base_config.updated(changes)
-        new_overrides = {} if reset else dict(self.model_overrides)
-        models = body.get("models", {})
-        if not isinstance(models, dict):
-            raise ValueError("models must be an object {model: {setting: value}}")
-        for model, settings in models.items():
-            if settings is None:  # null clears a model's overrides
-                new_overrides.pop(model, None)
-                continue
-            if not isinstance(settings, dict):
-                raise ValueError(f"models.{model} must be an object or null")
-            FaultConfig().updated(settings, where=f"models.{model}.")  # validate only
-            new_overrides[model] = {**new_overrides.get(model, {}), **settings}
-        seed = body.get("seed", None)
+        new_overrides = {} if reset else self.model_overrides
+        if "models" in body:  # replaces the whole per-model map: {"models": {}} clears it
+            new_overrides = self._parse_overrides(body["models"])
+        seed = body.get("seed", self.initial_seed if reset else None)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"seed must be an integer, got {seed!r}")
         self.config, self.model_overrides = new_config, new_overrides
         if seed is not None:
             self.seed, self.rng = seed, random.Random(seed)
+
+    @staticmethod
+    def _parse_overrides(models: Any) -> dict[str, dict[str, float]]:
+        if not isinstance(models, dict):
+            raise ValueError("models must be an object {model: {setting: value}}")
+        overrides: dict[str, dict[str, float]] = {}
+        for model, settings in models.items():
+            if settings is None:  # null: no overrides for this model
+                continue
+            if not isinstance(settings, dict):
+                raise ValueError(f"models.{model} must be an object or null")
+            FaultConfig().updated(settings, where=f"models.{model}.")  # validates keys and values
+            overrides[model] = dict(settings)
+        return overrides
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -127,8 +133,12 @@ class StubState:
 
     def draw_fault(self, cfg: FaultConfig) -> str | None:
         """Which fault (if any) this request gets; only knobs that are on consume draws."""
-        for kind, p in (("429", cfg.fault_429), ("500", cfg.fault_500), ("timeout", cfg.fault_timeout),
-                        ("broken_json", cfg.fault_broken_json)):
+        for kind, p in (
+            ("429", cfg.fault_429),
+            ("500", cfg.fault_500),
+            ("timeout", cfg.fault_timeout),
+            ("broken_json", cfg.fault_broken_json),
+        ):
             if p > 0 and self.rng.random() < p:
                 return kind
         return None
@@ -151,8 +161,13 @@ def openai_error(message: str, type_: str, code: str | None) -> dict[str, Any]:
 
 
 async def send_bytes(send: Any, status: int, body: bytes, headers: Headers = JSON_HEADERS) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -237,8 +252,11 @@ class StubApp:
         elif route == ("POST", "/admin/faults"):
             await self.set_faults(receive, send)
         else:
-            await send_json(send, 404, openai_error(f"no route {route[0]} {route[1]}",
-                                                    "invalid_request_error", "not_found"))
+            await send_json(
+                send,
+                404,
+                openai_error(f"no route {route[0]} {route[1]}", "invalid_request_error", "not_found"),
+            )
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -251,9 +269,12 @@ class StubApp:
 
     @staticmethod
     def models() -> dict[str, Any]:
-        return {"object": "list",
-                "data": [{"id": m, "object": "model", "created": 0, "owned_by": "stubllm"}
-                         for m in behaviours.MODELS]}
+        return {
+            "object": "list",
+            "data": [
+                {"id": m, "object": "model", "created": 0, "owned_by": "stubllm"} for m in behaviours.MODELS
+            ],
+        }
 
     async def set_faults(self, receive: Any, send: Any) -> None:
         try:
@@ -262,7 +283,9 @@ class StubApp:
                 raise ValueError("body must be a JSON object")
             self.state.apply(body)
         except ValueError as exc:  # json.JSONDecodeError is a ValueError too
-            await send_json(send, 400, openai_error(str(exc), "invalid_request_error", "invalid_fault_config"))
+            await send_json(
+                send, 400, openai_error(str(exc), "invalid_request_error", "invalid_fault_config")
+            )
             return
         await send_json(send, 200, self.state.describe())
 
@@ -298,10 +321,17 @@ class StubApp:
             state.faults[fault] += 1
         if fault == "429":  # a rate limiter answers at once, before any work
             retry = f"{cfg.retry_after_s:g}".encode()
-            headers = [*JSON_HEADERS, (b"retry-after", retry),
-                       (b"retry-after-ms", f"{cfg.retry_after_s * 1000:g}".encode())]
-            await send_json(send, 429, openai_error("Rate limit reached (injected by stubllm)", "requests",
-                                                    "rate_limit_exceeded"), headers)
+            headers = [
+                *JSON_HEADERS,
+                (b"retry-after", retry),
+                (b"retry-after-ms", f"{cfg.retry_after_s * 1000:g}".encode()),
+            ]
+            await send_json(
+                send,
+                429,
+                openai_error("Rate limit reached (injected by stubllm)", "requests", "rate_limit_exceeded"),
+                headers,
+            )
             return
         if fault == "timeout":
             await stall(receive, cfg.timeout_sleep_s, self.stalls_released)
@@ -310,8 +340,15 @@ class StubApp:
             if delay > 0:
                 await asyncio.sleep(delay)
         if fault == "500":
-            await send_json(send, 500, openai_error("The server had an error while processing your request "
-                                                    "(injected by stubllm)", "server_error", None))
+            await send_json(
+                send,
+                500,
+                openai_error(
+                    "The server had an error while processing your request (injected by stubllm)",
+                    "server_error",
+                    None,
+                ),
+            )
             return
         payload = _dumps(self.completion(model, body))
         await send_bytes(send, 200, truncated_json(payload) if fault == "broken_json" else payload)
@@ -321,17 +358,24 @@ class StubApp:
         n = body.get("n", 1)
         n = min(n, 16) if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
         contents = [behaviours.complete(model, messages, behaviours.request_salt(body, i)) for i in range(n)]
-        prompt_tokens = sum(estimate_tokens(behaviours.message_text(m)) for m in messages if isinstance(m, dict))
+        prompt_tokens = sum(
+            estimate_tokens(behaviours.message_text(m)) for m in messages if isinstance(m, dict)
+        )
         completion_tokens = sum(estimate_tokens(c) for c in contents)
         return {
             "id": f"chatcmpl-stub{next(self.state.ids):08x}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
-            "choices": [{"index": i, "message": {"role": "assistant", "content": c}, "finish_reason": "stop"}
-                        for i, c in enumerate(contents)],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
+            "choices": [
+                {"index": i, "message": {"role": "assistant", "content": c}, "finish_reason": "stop"}
+                for i, c in enumerate(contents)
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
         }
 
 

@@ -59,9 +59,13 @@ def start_server(
 ) -> ServerProcess:
     """Start `cmd`, wait until GET url+health_path answers 200, or stop it and raise with its log tail."""
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})}
-    )
+    try:
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})}
+        )
+    finally:
+        if log is not subprocess.DEVNULL:
+            log.close()  # the child holds its own descriptor
     server = ServerProcess(proc, url, log_path)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

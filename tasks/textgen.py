@@ -44,7 +44,7 @@ def _array_items(text: str) -> list[str] | None:
         try:
             data = json.loads(body[: end + 1])
             if isinstance(data, list):
-                return [str(x) for x in data if isinstance(x, (str, int, float)) or isinstance(x, dict)]
+                return [str(x) for x in data if isinstance(x, (str, int, float, dict))]
         except ValueError:
             pass
     # Truncated or broken: keep only items whose closing quote arrived.

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -116,10 +116,8 @@ class Warehouse:
                 yield con
                 con.execute("COMMIT")
             except BaseException:
-                try:
+                with suppress(duckdb.Error):
                     con.execute("ROLLBACK")
-                except duckdb.Error:
-                    pass
                 raise
             finally:
                 self._local.writer = None
@@ -170,14 +168,15 @@ class Warehouse:
     def _schema_is_current(self, migrations: list[tuple[str, str]], views_hash: str) -> bool:
         try:
             with self.reader() as con:
-                have = con.execute("SELECT max(version) FROM schema_migrations").fetchall()[0][0]
+                have = {v for (v,) in con.execute("SELECT version FROM schema_migrations").fetchall()}
                 stored = con.execute(
                     "SELECT value FROM settings WHERE key = 'schema.views_hash'"
                 ).fetchall()
         except duckdb.Error:
             return False
-        want = max(int(n.split("_", 1)[0]) for n, _ in migrations)
-        return have == want and bool(stored) and stored[0][0] == views_hash
+        want = {int(n.split("_", 1)[0]) for n, _ in migrations}
+        # a set, not the max: a lower-numbered migration added later must still be applied
+        return have >= want and bool(stored) and stored[0][0] == views_hash
 
     # -- reading -----------------------------------------------------------------------------------
 

@@ -1,0 +1,5 @@
+"""`libra` commands for synthesis (elements, translation)."""
+
+from __future__ import annotations
+
+from libra.flows.cli import app  # noqa: F401  (commands register on it)

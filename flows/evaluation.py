@@ -1,0 +1,6 @@
+"""Evaluation flows (guards on Libra-Test-format benchmarks)."""
+
+from __future__ import annotations
+
+# `libra run <name>` finds flows here (see flows/factory.py: STAGE_FLOWS).
+FLOWS: dict = {}
