@@ -24,6 +24,10 @@ app = typer.Typer(
     help="libra-factory: a Prefect + DuckDB data factory for Chinese LLM safety guards.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
 )
+# `libra import queries|benchmark …`: the import commands register on this group (flows/cli_data.py,
+# flows/cli_dedup.py).
+import_app = typer.Typer(help="Import real queries or benchmarks into the warehouse.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
 console = Console()
 err = Console(stderr=True)
 
