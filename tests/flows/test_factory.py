@@ -91,7 +91,8 @@ def test_rerun_makes_no_llm_call_and_changes_no_count(finished):
 def test_faulty_endpoints_retry_and_every_query_ends_answered_or_failed(stub, prefect_harness, faults, tmp_path):
     from libra.flows.factory import factory_flow
 
-    faults(fault_429=0.2, fault_500=0.1, fault_timeout=0.02, timeout_sleep_s=5, retry_after_s=0.05)
+    faults(fault_429=0.2, fault_500=0.1, fault_timeout=0.02, fault_broken_json=0.03, timeout_sleep_s=5,
+           retry_after_s=0.05)
     config = small_config(stub.url, tmp_path, sizes={"calls_per_subcategory": 1, "queries_per_call": 2,
                                                      "benign_ratio": 0.0, "augment_fraction": 0.0})
     factory_flow(str(config))
