@@ -29,18 +29,19 @@ def stage_run(name: str, config: str, warehouse: str | None, parent_run_id: str 
     if not Path(cfg.export_dir).is_absolute():
         cfg.export_dir = str(wh.path.parent / cfg.export_dir)
     wh.set_settings({"vote.min_margin": cfg.vote.min_margin, "vote.max_abstentions": cfg.vote.max_abstentions})
-    run_id = start_run(wh, name, cfg, parent_run_id)
-    fx = Factory.open(cfg, wh, run_id)
-    summary: dict[str, Any] = {"run_id": run_id}
-    try:
-        yield fx, summary
-    except BaseException as e:
-        summary["error"] = f"{type(e).__name__}: {e}"
-        finish_run(wh, run_id, "failed", summary)
-        raise
-    summary["llm"] = fx.pool.summary_rows()
-    summary["endpoints_down"] = fx.pool.down_endpoints()
-    finish_run(wh, run_id, "completed", summary)
+    with wh.stage_lock(name):
+        run_id = start_run(wh, name, cfg, parent_run_id)
+        fx = Factory.open(cfg, wh, run_id)
+        summary: dict[str, Any] = {"run_id": run_id}
+        try:
+            yield fx, summary
+        except BaseException as e:
+            summary["error"] = f"{type(e).__name__}: {e}"
+            finish_run(wh, run_id, "failed", summary)
+            raise
+        summary["llm"] = fx.pool.summary_rows()
+        summary["endpoints_down"] = fx.pool.down_endpoints()
+        finish_run(wh, run_id, "completed", summary)
     _artifacts(name, summary)
 
 

@@ -20,7 +20,7 @@ import json
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -412,10 +412,3 @@ class LLMPool:
 def _short(err: Exception, limit: int = 200) -> str:
     text = " ".join(str(err).split())
     return text if len(text) <= limit else text[:limit] + "…"
-
-
-def results_by(results: Sequence[LLMResult], key: Callable[[LLMResult], Any]) -> dict[Any, list[LLMResult]]:
-    out: dict[Any, list[LLMResult]] = {}
-    for r in results:
-        out.setdefault(key(r), []).append(r)
-    return out

@@ -137,6 +137,19 @@ class Warehouse:
             finally:
                 con.close()
 
+    @contextmanager
+    def stage_lock(self, stage: str, timeout_s: float = 6 * 3600) -> Iterator[None]:
+        """Held by a flow for its whole run: two runs of the same stage on one warehouse take turns
+        (the second then finds nothing pending) instead of both paying for the same LLM calls.
+        Different stages still run side by side; their writes serialise on the data lock."""
+        lock = _FileLock(Path(f"{self.path}.{stage}.runlock"), timeout_s)
+        fd = os.open(lock.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            lock._acquire(fd, fcntl.LOCK_EX, time.monotonic() + timeout_s, f"{stage} run")
+            yield
+        finally:
+            os.close(fd)
+
     # -- schema ------------------------------------------------------------------------------------
 
     def migrate(self) -> None:

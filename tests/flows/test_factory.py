@@ -165,3 +165,24 @@ def test_killed_run_resumes_to_the_same_counts_without_repaying_calls(stub, fini
                      "GROUP BY 1 HAVING count(*) > 1)") == 0
     for table, key in (("queries", "query_id"), ("responses", "response_id"), ("votes", "vote_id")):
         assert wh.scalar(f"SELECT count(*) - count(DISTINCT {key}) FROM {table}") == 0
+
+
+def test_overlapping_runs_in_two_processes_neither_fail_nor_double_pay(stub, finished, tmp_path):
+    """DESIGN §8: two flow runs on one warehouse from different processes take turns per stage."""
+    _, ref_wh, _ = finished
+    config = small_config(stub.url, tmp_path)
+    procs = []
+    for i in range(2):
+        home = tmp_path / f"prefect-home-{i}"  # each process gets its own temporary Prefect server
+        env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "libra.flows.cli", "run", "factory", "--config", str(config)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ))
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    wh = Warehouse(tmp_path / "test.duckdb", create=False)
+    assert counts(wh) == counts(ref_wh)
+    assert wh.scalar("SELECT count(*) FROM (SELECT call_key FROM llm_calls WHERE status = 'ok' "
+                     "GROUP BY 1 HAVING count(*) > 1)") == 0
+    assert wh.scalar("SELECT count(*) FROM runs WHERE flow = 'factory' AND status = 'completed'") == 2
