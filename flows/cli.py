@@ -59,10 +59,21 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _open_reader(warehouse: str | None) -> Warehouse:
+ReaderConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Take the warehouse from this factory config.")
+]
+
+
+def _open_reader(warehouse: str | None, config: Path | None = None) -> Warehouse:
+    """The warehouse a read command inspects: --warehouse, else $LIBRA_WAREHOUSE, else the config's."""
     path = warehouse or os.environ.get("LIBRA_WAREHOUSE")
+    if not path and config is not None:
+        try:
+            path = load_config(config).warehouse
+        except ConfigError as e:
+            _fail(str(e))
     if not path:
-        _fail("no warehouse given: pass --warehouse PATH or set LIBRA_WAREHOUSE")
+        _fail("no warehouse given: pass --warehouse PATH, --config FILE or set LIBRA_WAREHOUSE")
     try:
         return Warehouse(path, create=False)
     except WarehouseError as e:
@@ -165,10 +176,11 @@ def demo(
 def sql(
     query: Annotated[str, typer.Argument(help="SQL to run read-only, e.g. \"SELECT * FROM v_dataset LIMIT 5\".")],
     warehouse: WarehouseOpt = None,
+    config: ReaderConfigOpt = None,
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.table,
 ) -> None:
     """Run a read-only SQL query against the warehouse (it answers while a flow is writing)."""
-    wh = _open_reader(warehouse)
+    wh = _open_reader(warehouse, config)
     try:
         frame = wh.query(query)
     except WarehouseError as e:
@@ -198,9 +210,9 @@ def _print_status(wh: Warehouse) -> None:
 
 
 @app.command()
-def status(warehouse: WarehouseOpt = None) -> None:
+def status(warehouse: WarehouseOpt = None, config: ReaderConfigOpt = None) -> None:
     """Counts per stage, per scenario and label, tokens per model, latest runs."""
-    _print_status(_open_reader(warehouse))
+    _print_status(_open_reader(warehouse, config))
 
 
 @app.command("check-config")
