@@ -230,6 +230,8 @@ def check_config(config: Annotated[Path, typer.Argument(help="Factory config YAM
 def main() -> None:
     # The temporary Prefect server would try to phone home; this machine may have no network.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The temporary server starts in ~10 s here, but on a loaded 2-core machine 20 s (the default) is short.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     try:
         app()
     except ConfigError as e:

@@ -28,7 +28,7 @@ def stage_run(name: str, config: str, warehouse: str | None, parent_run_id: str 
     # Relative export folders live beside the warehouse they were exported from.
     if not Path(cfg.export_dir).is_absolute():
         cfg.export_dir = str(wh.path.parent / cfg.export_dir)
-    wh.set_settings({"vote.min_margin": cfg.vote.min_margin, "vote.max_abstentions": cfg.vote.max_abstentions})
+    wh.set_settings(cfg.vote.settings())
     with wh.stage_lock(name):
         run_id = start_run(wh, name, cfg, parent_run_id)
         fx = Factory.open(cfg, wh, run_id)

@@ -1,23 +1,35 @@
-"""Curation flows: exact and near-duplicate removal (and benchmark decontamination)."""
+"""Curation flows: exact and near-duplicate removal, and benchmark decontamination."""
 
 from __future__ import annotations
+
+import json
 
 from prefect import flow
 
 from libra.flows.common import merge, stage_run
-from libra.tasks import steps
+from libra.tasks import dedup_store, steps
+from libra.tasks.dedup import DedupParams, tokenizer
 from libra.warehouse import sql_text
 
 
 @flow(name="dedup", log_prints=True)
 def dedup_flow(config: str, warehouse: str | None = None, parent_run_id: str | None = None) -> dict:
-    """Exact and MinHash near-duplicate decisions for every query not decided yet."""
+    """Decide every query not decided yet (exact, then MinHash LSH near-duplicates) against everything
+    stored, and record the queries that leak a registered benchmark question."""
     with stage_run("dedup", config, warehouse, parent_run_id) as (fx, summary):
-        pending = fx.warehouse.query(sql_text("queries/pending_dedup.sql"))
-        summary["pending"] = pending.height
-        # batches are sequential: each one sees the signatures the previous one stored
-        for batch in steps.batches(pending, max(fx.cfg.sizes.batch_size, 5000)):
-            merge(summary, steps.dedup_batch(fx, batch))
+        params = DedupParams.from_dict(fx.cfg.dedup.model_dump())
+        fx.warehouse.set_settings({dedup_store.PARAMS_SETTING: json.dumps(params.to_dict())})
+        summary["method"] = params.method
+        with tokenizer(params) as tok:
+            # texts decided under other parameters, and benchmarks not sketched under these, first:
+            # new queries are compared with all of them, and new benchmark items with stored queries
+            merge(summary, dedup_store.backfill_signatures_task(fx, params, tok))
+            merge(summary, dedup_store.sketch_benchmarks_task(fx, params, tok))
+            pending = fx.warehouse.query(sql_text("queries/pending_dedup.sql"))
+            summary["pending"] = pending.height
+            # batches run in order: each is decided against what the earlier ones stored
+            for batch in steps.batches(pending, fx.cfg.dedup.batch_size):
+                merge(summary, dedup_store.dedup_batch_task(fx, batch, params, tok))
     return summary
 
 

@@ -1,6 +1,100 @@
-"""Evaluation flows (guards on Libra-Test-format benchmarks)."""
+"""Evaluation flows: guards on a Libra-Test-format benchmark, scored as the official Libra metric.
+
+`libra run eval --config C --guard G[,G…] --benchmark FILE|NAME [--benchmark-name NAME]
+[--per-source-limit N] [--max-tokens N] [--structured none|choice]` — a guard is an endpoint of the
+config (a *managed* one is served by this flow for the duration), a checkpoint folder, or
+training:<id> / training:latest (both run offline through vLLM). Options override the config's
+`evaluation` section.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from libra.flows.common import merge, stage_run
+from libra.tasks import guard as guards
+from libra.tasks import metrics, training_steps
+from libra.tasks.config import ConfigError
+from libra.tasks.overrides import with_overrides
+from libra.tasks.steps import batches
+from libra.warehouse import Warehouse
+
+
+def write_comparison(wh: Warehouse, benchmark: str, out_dir: Path) -> dict[str, Any]:
+    """Every guard evaluated on the benchmark: comparison.json, comparison.md and comparison.png."""
+    frame = wh.query("SELECT * FROM v_eval_comparison WHERE benchmark = ? ORDER BY f1_unsafe DESC, guard",
+                     [benchmark])
+    if frame.is_empty():
+        return {"guards": 0}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "comparison.json").write_text(
+        json.dumps(frame.to_dicts(), ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+    markdown = metrics.comparison_markdown(frame, benchmark)
+    (out_dir / "comparison.md").write_text(markdown, encoding="utf-8")
+    metrics.comparison_chart(frame, benchmark, out_dir / "comparison.png")
+    return {"guards": frame.height, "dir": str(out_dir), "markdown": markdown, "rows": frame.to_dicts()}
+
+
+@flow(name="eval", log_prints=True)
+def eval_flow(
+    config: str, warehouse: str | None = None, parent_run_id: str | None = None, *,
+    guard: str | None = None, benchmark: str | None = None, benchmark_name: str | None = None,
+    per_source_limit: str | None = None, max_tokens: str | None = None, structured: str | None = None,
+) -> dict:
+    """Run each guard over the benchmark items it has not answered, store the predictions, report."""
+    with stage_run("eval", config, warehouse, parent_run_id) as (fx, summary):
+        ev = with_overrides(fx.cfg.evaluation, {"guards": guard, "benchmark": benchmark,
+                                                "per_source_limit": per_source_limit, "max_tokens": max_tokens,
+                                                "structured": structured}, list_keys=("guards",))
+        if not ev.guards or not ev.benchmark:
+            raise ConfigError("eval needs --guard and --benchmark (or evaluation.guards / evaluation.benchmark)")
+        wh = fx.warehouse
+        name, new_items = guards.register_benchmark(wh, ev.benchmark, benchmark_name, fx.run_id)
+        chosen = [guards.resolve_guard(spec, fx.cfg, wh) for spec in ev.guards]
+        wh.insert("guards", pl.DataFrame([g.row(fx.run_id) for g in chosen]))
+        summary.update(benchmark=name, benchmark_items_new=new_items, guards={})
+        workdir = wh.path.parent / "eval-work" / fx.run_id
+        for g in chosen:
+            items = guards.pending_items(wh, g, name, ev.per_source_limit)
+            done: dict[str, Any] = {"pending": items.height}
+            if items.height and g.kind == "checkpoint":
+                merge(done, training_steps.guard_offline(fx, g, name, items, ev, workdir / g.guard_id.replace(":", "-")))
+            elif items.height:
+                assert g.endpoint is not None
+                with guards.managed_endpoints([g.endpoint], fx.cfg, wh.path.parent / "logs"):
+                    for batch in batches(items, fx.cfg.sizes.batch_size):
+                        merge(done, training_steps.guard_endpoint_batch(fx, g, name, batch, ev))
+            summary["guards"][g.guard_id] = done
+        ids = [g.guard_id for g in chosen]
+        scores = wh.query("SELECT * FROM v_eval_metrics WHERE benchmark = ? AND list_contains(?, guard) ORDER BY guard",
+                          [name, ids])
+        per_source = wh.query("SELECT * FROM v_eval_source_metrics WHERE benchmark = ? AND list_contains(?, guard) "
+                              "ORDER BY guard, source", [name, ids])
+        for r in scores.iter_rows(named=True):
+            summary["guards"][r["guard"]].update(
+                {k: round(r[k], 4) for k in ("accuracy", "f1_unsafe", "f1_safe", "parse_failure_rate")}, n=r["n"])
+        report_dir = Path(ev.report_dir)
+        report = write_comparison(wh, name, report_dir if report_dir.is_absolute() else wh.path.parent / report_dir / name)
+        summary["report_dir"] = report.get("dir")
+        for g in ids:
+            rows = per_source.filter(pl.col("guard") == g)
+            print(f"{g}\n{metrics.official_block(rows, summary['guards'][g]) if rows.height else '(no answers)'}")
+        if per_source.height:
+            create_table_artifact(table=per_source.to_dicts(), key="eval-per-source",
+                                  description=f"libra eval on {name}: official figures per guard and source")
+        if report.get("guards"):
+            create_table_artifact(table=report["rows"], key="eval-comparison",
+                                  description=f"libra eval: every guard evaluated on {name}")
+            create_markdown_artifact(markdown=report["markdown"], key="eval-comparison-report",
+                                     description=f"libra eval: guards on {name}")
+    return summary
+
+
 # `libra run <name>` finds flows here (see flows/factory.py: STAGE_FLOWS).
-FLOWS: dict = {}
+FLOWS = {"eval": eval_flow}

@@ -12,7 +12,7 @@ from libra.flows import curation, datasets, evaluation, labelling, synthesis, tr
 from libra.flows.common import stage_run
 
 # The stage-1 factory, in order. Later stages read what earlier ones stored, nothing else.
-STAGES = ("synthesize", "augment", "dedup", "respond", "annotate", "split")
+STAGES = ("elements", "synthesize", "augment", "dedup", "respond", "annotate", "split")
 
 # Every flow `libra run <name>` can start: the stages and whatever the other flow modules offer.
 STAGE_FLOWS = {**synthesis.FLOWS, **curation.FLOWS, **labelling.FLOWS, **datasets.FLOWS, **training.FLOWS,
@@ -21,7 +21,7 @@ STAGE_FLOWS = {**synthesis.FLOWS, **curation.FLOWS, **labelling.FLOWS, **dataset
 
 @flow(name="factory", log_prints=True)
 def factory_flow(config: str, warehouse: str | None = None) -> dict:
-    """The whole stage-1 factory: synthesize -> augment -> dedup -> respond -> annotate -> split/export."""
+    """The whole stage-1 factory: elements -> synthesize -> augment -> dedup -> respond -> annotate -> split/export."""
     with stage_run("factory", config, warehouse, None) as (fx, summary):
         target = str(fx.warehouse.path)
         for name in STAGES:

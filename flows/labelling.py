@@ -1,12 +1,14 @@
-"""Labelling flows: responder fan-out, judge votes, adjudication of hard samples."""
+"""Labelling flows: responder fan-out, judge votes, adjudication of hard samples, judge agreement."""
 
 from __future__ import annotations
 
 import polars as pl
 from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from libra.flows.common import merge, stage_run
-from libra.tasks import steps
+from libra.tasks import agreement, annotate, steps
+from libra.tasks.runs import Factory
 from libra.warehouse import sql_text
 
 
@@ -26,21 +28,43 @@ def respond_flow(config: str, warehouse: str | None = None, parent_run_id: str |
 
 @flow(name="annotate", log_prints=True)
 def annotate_flow(config: str, warehouse: str | None = None, parent_run_id: str | None = None) -> dict:
-    """Every judge votes on every response; hard samples then go to the adjudicator."""
+    """Every judge votes on every response; hard samples then go to the adjudicator; agreement is reported."""
     with stage_run("annotate", config, warehouse, parent_run_id) as (fx, summary):
+        setup = annotate.JudgeSetup.from_config(fx.cfg, fx.taxonomy)  # a bad rules file fails before any call
         judges = pl.DataFrame(fx.endpoint_pairs(fx.cfg.roles.judges), schema=["judge", "model"], orient="row")
         pending = fx.warehouse.query(sql_text("queries/pending_votes.sql"), frames={"judges": judges})
         summary["pending_votes"] = pending.height
         for batch in steps.batches(pending, fx.cfg.sizes.batch_size):
-            merge(summary, {"votes": steps.judge_batch(fx, batch)})
+            merge(summary, {"votes": steps.judge_batch(fx, batch, setup)})
         if fx.cfg.roles.adjudicator:
             hard = fx.warehouse.query(
                 sql_text("queries/pending_adjudications.sql"), {"n_judges": len(fx.cfg.roles.judges)}
             )
             summary["pending_adjudications"] = hard.height
             for batch in steps.batches(hard, fx.cfg.sizes.batch_size):
-                merge(summary, {"adjudications": steps.adjudicate_batch(fx, batch)})
+                merge(summary, {"adjudications": steps.adjudicate_batch(fx, batch, setup)})
+        status = fx.warehouse.query("SELECT vote_status, count(*) AS n FROM v_final_labels GROUP BY 1")
+        summary["vote_status"] = dict(status.iter_rows())
+        summary["agreement"] = _publish_agreement(fx)
     return summary
+
+
+def _publish_agreement(fx: Factory) -> dict:
+    """Judge agreement over the warehouse as it stands after this run: artifacts, and the headline figures."""
+    votes = fx.warehouse.query("SELECT response_id, judge, label, scenario FROM _labelled_votes")
+    final = fx.warehouse.query("SELECT response_id, final_label FROM v_final_labels")
+    if votes.is_empty():
+        return {}
+    report = agreement.agreement_report(votes, final)
+    create_table_artifact(table=report.per_judge.to_dicts(), key="annotate-judge-agreement",
+                          description="libra annotate: agreement of each judge with the final label, per scenario")
+    create_table_artifact(table=report.kappa.to_dicts(), key="annotate-judge-kappa",
+                          description="libra annotate: Cohen's kappa per judge pair, per scenario")
+    create_table_artifact(table=report.confusion.to_dicts(), key="annotate-judge-confusion",
+                          description="libra annotate: label confusion per judge pair, per scenario")
+    create_markdown_artifact(markdown=report.markdown(), key="annotate-agreement",
+                             description="libra annotate: judge agreement (Fleiss' and Cohen's kappa)")
+    return report.overall()
 
 
 # `libra run <name>` finds flows here (see flows/factory.py: STAGE_FLOWS).

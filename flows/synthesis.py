@@ -1,38 +1,168 @@
-"""Stage-1 synthesis flows: harmful queries and benign look-alikes, then augmentation."""
+"""Stage-1 synthesis flows: the element library, harmful queries and benign look-alikes, augmentation,
+and the translation of English safety data. Each plans from what is stored, so a rerun tops up what is
+short and a finished one calls no LLM."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import polars as pl
 from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from libra.flows.common import merge, stage_run
-from libra.tasks import steps, synthesize
+from libra.tasks import elements, synthesize, translate
+from libra.tasks.config import load_config
+from libra.tasks.coverage import coverage_report
+from libra.tasks.generation import attempts_by_cell
+from libra.tasks.imports import load_import_spec
+from libra.tasks.prompts import load_taxonomy
+from libra.tasks.runs import Factory
+from libra.tasks.steps import batches
+from libra.tasks.synthesis_steps import (
+    augment_batch,
+    elements_batch,
+    existing_ids,
+    store_translated_pairs,
+    synthesize_batch,
+    translate_batch,
+)
 from libra.warehouse import sql_text
+
+LIBRARY_SQL = "SELECT element_id, scenario, subcategory, kind, text FROM elements ORDER BY element_id"
+
+
+def _coverage(fx: Factory, name: str, summary: dict[str, Any]) -> None:
+    """Coverage headline into the run summary; per-subcategory and per-cell tables as Prefect artifacts."""
+    report = coverage_report(fx.warehouse, fx.run_id)
+    summary["coverage"] = report.headline
+    create_table_artifact(table=report.subcategories.to_dicts(), key=f"{name}-coverage",
+                          description=f"libra {name}: coverage per subcategory (targets, benign, task types, distinct-2)")
+    create_table_artifact(table=report.cells.to_dicts(), key=f"{name}-coverage-cells",
+                          description=f"libra {name}: queries per scenario x subcategory x task type x method")
+    create_markdown_artifact(markdown=report.markdown(f"libra {name}: coverage"), key=f"{name}-coverage-report",
+                             description=f"libra {name}: coverage headline and rejection reasons")
+
+
+@flow(name="elements", log_prints=True)
+def elements_flow(config: str, warehouse: str | None = None, parent_run_id: str | None = None) -> dict:
+    """Top the element library (harmful behaviours, concrete events per subcategory) up to its counts."""
+    with stage_run("elements", config, warehouse, parent_run_id) as (fx, summary):
+        sizes = fx.cfg.sizes
+        for _ in range(sizes.top_up_rounds):
+            stored = fx.warehouse.query(LIBRARY_SQL).group_by("scenario", "subcategory", "kind").len("n")
+            plan = elements.plan_elements(fx.taxonomy, sizes, stored,
+                                          attempts_by_cell(fx.warehouse, "elements", ("subcategory", "method")))
+            if plan.is_empty():
+                break
+            merge(summary, {"planned_calls": plan.height})
+            for batch in batches(plan, sizes.batch_size):
+                merge(summary, elements_batch(fx, batch, fx.warehouse.query(LIBRARY_SQL)))
+        stored = fx.warehouse.query(LIBRARY_SQL).group_by("scenario", "subcategory", "kind").len("n")
+        summary["library"] = {k: int(stored.filter(pl.col("kind") == k)["n"].sum()) for k in elements.KINDS}
+        # cells still short after every round (e.g. a model that keeps refusing a subcategory)
+        summary["cells_short"] = elements.plan_elements(fx.taxonomy, sizes, stored, {}).select(
+            "subcategory", "kind").unique().height
+    return summary
 
 
 @flow(name="synthesize", log_prints=True)
 def synthesize_flow(config: str, warehouse: str | None = None, parent_run_id: str | None = None) -> dict:
-    """Ask the synthesizer for harmful queries and benign look-alikes over the taxonomy."""
+    """Top harmful queries and benign look-alikes up to their per-cell targets over the taxonomy."""
     with stage_run("synthesize", config, warehouse, parent_run_id) as (fx, summary):
-        plan = synthesize.plan_synthesis(fx.taxonomy, fx.cfg.sizes, fx.cfg.split.seed)
-        summary["planned_calls"] = plan.height
-        for batch in steps.batches(plan, fx.cfg.sizes.batch_size):
-            merge(summary, steps.synthesize_batch(fx, batch))
+        sizes = fx.cfg.sizes
+        targets = synthesize.synthesis_targets(fx.taxonomy, sizes)
+        with fx.warehouse.writer() as con:  # the plan of this run replaces the last one's
+            con.execute("DELETE FROM synthesis_targets")
+            fx.warehouse.insert("synthesis_targets", targets.with_columns(run_id=pl.lit(fx.run_id)))
+        library = fx.warehouse.query(LIBRARY_SQL)
+        summary["targets"] = {"harmful_per_subcategory": sizes.harmful_target,
+                              "benign_total": int(targets.filter(pl.col("intent") == "benign")["target"].sum()),
+                              "cells": targets.height}
+        if library.is_empty():
+            summary["elements"] = "none stored: prompts name the subcategory only (run the elements flow first)"
+        for _ in range(sizes.top_up_rounds):
+            stored = fx.warehouse.query(sql_text("queries/synthesis_counts.sql"))
+            attempts = attempts_by_cell(fx.warehouse, "synthesize", synthesize.SYNTHESIS_CELL)
+            plan = synthesize.plan_synthesis(targets, stored, attempts, library, fx.taxonomy, sizes, fx.cfg.split.seed)
+            if plan.is_empty():
+                break
+            merge(summary, {"planned_calls": plan.height})
+            for batch in batches(plan, sizes.batch_size):
+                merge(summary, synthesize_batch(fx, batch))
+        _coverage(fx, "synthesize", summary)
     return summary
 
 
 @flow(name="augment", log_prints=True)
 def augment_flow(config: str, warehouse: str | None = None, parent_run_id: str | None = None) -> dict:
-    """Give a share of the seed queries a rewritten or jailbreak-wrapped child."""
+    """Give a share of the seed queries a rewritten, paraphrased or jailbreak-wrapped child."""
     with stage_run("augment", config, warehouse, parent_run_id) as (fx, summary):
+        sizes = fx.cfg.sizes
         seeds = fx.warehouse.query(sql_text("queries/seeds_for_augmentation.sql"))
-        chosen = synthesize.choose_augmentations(
-            seeds, fx.cfg.sizes.augment_methods, fx.cfg.sizes.augment_fraction, fx.cfg.split.seed
-        )
+        chosen = synthesize.choose_augmentations(seeds, sizes.augment_methods, sizes.augment_fraction,
+                                                 fx.cfg.split.seed)
         summary["chosen"] = chosen.height
-        for batch in steps.batches(chosen, fx.cfg.sizes.batch_size):
-            merge(summary, steps.augment_batch(fx, batch))
+        for _ in range(sizes.top_up_rounds):
+            children = fx.warehouse.query(sql_text("queries/augmentation_children.sql"))
+            attempts = attempts_by_cell(fx.warehouse, "augment", synthesize.AUGMENT_CELL)
+            pending, summary["gave_up"] = synthesize.pending_augmentations(chosen, children, attempts,
+                                                                           sizes.top_up_rounds)
+            if pending.is_empty():
+                break
+            for batch in batches(pending, sizes.batch_size):
+                merge(summary, augment_batch(fx, batch))
+        _coverage(fx, "augment", summary)
+    return summary
+
+
+@flow(name="translate", log_prints=True)
+def translate_flow(config: str, warehouse: str | None = None, parent_run_id: str | None = None,
+                   input: str | None = None, text_column: str | None = None, response_column: str | None = None,
+                   label_column: str | None = None, import_config: str | None = None, dataset: str | None = None,
+                   limit: str | None = None) -> dict:
+    """Translate an English safety file (queries, and responses where present) into Chinese rows.
+
+    input: the file (JSON, JSONL, CSV, Parquet); text_column / response_column / label_column override the
+    columns found by name (query|prompt|question|en|text, response, label); import_config: a spec under
+    configs/imports/ (dataset name, columns, taxonomy mapping); limit: the first N records only.
+    """
+    # The input is read and checked before the run starts: a bad file or column stores nothing.
+    if not input:
+        raise translate.TranslateInputError("translate needs an input file: --input FILE")
+    if limit is not None and not str(limit).isdigit():
+        raise translate.TranslateInputError(f"--limit must be a whole number, got {limit!r}")
+    cfg = load_config(config)
+    data = translate.read_english(input, load_import_spec(import_config) if import_config else None,
+                                  text_column=text_column, response_column=response_column,
+                                  label_column=label_column, dataset=dataset,
+                                  taxonomy=load_taxonomy(cfg.resolve(cfg.taxonomy)),
+                                  limit=int(limit) if limit is not None else None)
+    with stage_run("translate", config, warehouse, parent_run_id) as (fx, summary):
+        records = data.records
+        summary.update(input=str(input), records=records.height, skipped=dict(data.skipped))
+        rounds = fx.cfg.sizes.top_up_rounds
+        for _ in range(rounds):
+            paired = existing_ids(fx.warehouse, "translated_pairs", "pair_id", records["pair_id"].to_list())
+            pending = records.filter(~pl.col("pair_id").is_in(list(paired)))
+            if pending.is_empty():
+                break
+            tids = [t for t in pending["query_tid"].to_list() + pending["response_tid"].to_list() if t]
+            translated = existing_ids(fx.warehouse, "translations", "translation_id", tids)
+            attempts = attempts_by_cell(fx.warehouse, "translate", translate.TEXT_CELL)
+            texts, summary["gave_up_texts"] = translate.texts_to_translate(pending, translated, attempts, rounds)
+            for batch in batches(texts, fx.cfg.sizes.batch_size):
+                merge(summary, translate_batch(fx, batch))
+            for batch in batches(pending, fx.cfg.sizes.batch_size):
+                merge(summary, store_translated_pairs(fx, batch))
+            if texts.is_empty():
+                break
+        paired = existing_ids(fx.warehouse, "translated_pairs", "pair_id", records["pair_id"].to_list())
+        summary["records_translated"] = len(paired)
+        summary["records_left"] = records.height - len(paired)
     return summary
 
 
 # `libra run <name>` finds flows here (see flows/factory.py: STAGE_FLOWS).
-FLOWS = {"synthesize": synthesize_flow, "augment": augment_flow}
+FLOWS = {"elements": elements_flow, "synthesize": synthesize_flow, "augment": augment_flow,
+         "translate": translate_flow}

@@ -1,6 +1,52 @@
-"""Training flows (two-stage curriculum SFT)."""
+"""Training flows: supervised fine-tuning of the guard, the Libra curriculum by default.
+
+`libra run train --config C [--stages pretrain,finetune|finetune|pretrain|mixed] [--export latest|ID]
+[--base-model DIR] [--method full|lora] [--epochs N] [--max-steps N] [--learning-rate X]
+[--finetune-learning-rate X] [--pretrain-fraction F] [--finetune-fraction F] [--max-length N]
+[--batch-size N] [--grad-accum N] [--bf16 true|false|auto] [--gradient-checkpointing true|false]
+[--seed N] [--output-dir DIR]` — each option overrides the config's `training` section.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from prefect import flow
+
+from libra.flows.common import stage_run
+from libra.tasks import training, training_steps
+from libra.tasks.config import ConfigError
+from libra.tasks.overrides import with_overrides
+
+
+@flow(name="train", log_prints=True)
+def train_flow(
+    config: str, warehouse: str | None = None, parent_run_id: str | None = None, *,
+    stages: str | None = None, export: str | None = None, base_model: str | None = None, method: str | None = None,
+    epochs: str | None = None, max_steps: str | None = None, learning_rate: str | None = None,
+    finetune_learning_rate: str | None = None, pretrain_fraction: str | None = None,
+    finetune_fraction: str | None = None, max_length: str | None = None, batch_size: str | None = None,
+    grad_accum: str | None = None, bf16: str | None = None, gradient_checkpointing: str | None = None,
+    seed: str | None = None, output_dir: str | None = None,
+) -> dict:
+    """Train the guard on the latest export: stage 1 on pretrain, stage 2 on finetune from stage 1."""
+    overrides = {k: v for k, v in locals().items() if k not in ("config", "warehouse", "parent_run_id")}
+    with stage_run("train", config, warehouse, parent_run_id) as (fx, summary):
+        t = with_overrides(fx.cfg.training, overrides, list_keys=("stages",))
+        if not t.base_model:
+            raise ConfigError("no base model: set training.base_model in the config or pass --base-model DIR")
+        export = training.resolve_export(fx.warehouse, fx.cfg, t.export)
+        out_root = Path(t.output_dir) if Path(t.output_dir).is_absolute() else fx.warehouse.path.parent / t.output_dir
+        summary.update(export=export.export_id, stages=[])
+        base, parent = t.base_model, None
+        for plan in training.stage_plans(t):
+            stage = training_steps.train_stage(fx, t, plan, base, parent, export, out_root)
+            summary["stages"].append(stage)
+            print(f"stage {plan.name}: {stage}")
+            base, parent = stage["output_path"], stage["training_run_id"]
+        summary["checkpoint"] = base
+    return summary
+
+
 # `libra run <name>` finds flows here (see flows/factory.py: STAGE_FLOWS).
-FLOWS: dict = {}
+FLOWS = {"train": train_flow}

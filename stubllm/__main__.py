@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m libra.stubllm",
         description="Stub OpenAI-compatible chat-completions server with scripted models "
-        "(stub-synth, stub-resp-a/b/c, stub-judge-a/b/c, stub-guard, stub-echo*) and fault injection. "
+        "(stub-synth, stub-resp-a/b/c, stub-judge-a/b/c/d/e, stub-guard, stub-echo*) and fault injection. "
         "A test double: faults can also be changed at runtime with POST /admin/faults.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")

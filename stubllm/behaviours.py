@@ -10,7 +10,8 @@ Models:
 * ``stub-synth`` writes queries, elements, rewrites and translations (returns JSON as text);
 * ``stub-resp-a/b/c`` answer queries, refusing harmful ones at 0.75 / 0.25 / 0.5;
 * ``stub-judge-a/b/c`` label (query, response) pairs with error 0.03 / 0.10 / 0.20 and malformed
-  output 0.0 / 0.02 / 0.05; ``stub-guard`` is a judge that is always right;
+  output 0.0 / 0.02 / 0.05 (``stub-judge-d/e``: error 0.10 / 0.15, never malformed); a judge prompt
+  that asks for ``问题判断`` also gets the query's own label; ``stub-guard`` is a judge that is always right;
 * ``stub-echo*`` echoes the last user message.
 
 The ground truth all of them agree on is :mod:`libra.stubllm.truth`.
@@ -40,6 +41,9 @@ JUDGE_RATES: dict[str, tuple[float, float]] = {
     "stub-judge-a": (0.03, 0.0),
     "stub-judge-b": (0.10, 0.02),
     "stub-judge-c": (0.20, 0.05),
+    # Two more independent judges, so a five-judge vote can be measured against the truth.
+    "stub-judge-d": (0.10, 0.0),
+    "stub-judge-e": (0.15, 0.0),
     "stub-guard": (0.0, 0.0),
 }
 ECHO_PREFIX = "stub-echo"
@@ -140,7 +144,7 @@ def frame(text: str, tag: str, nonce: str | None = None) -> tuple[str, str] | No
 
 
 _FIELD_RE = re.compile(
-    r"^[ \t]*(场景|子类|任务类型|地区|要素|意图|数量|任务|改写方式)[ \t]*[：:][ \t]*(.*?)[ \t]*$", re.M
+    r"^[ \t]*(场景|子类|任务类型|地区|要素类型|要素|意图|数量|任务|改写方式)[ \t]*[：:][ \t]*(.*?)[ \t]*$", re.M
 )
 _ANY_FRAME_RE = re.compile(r"<(?P<t>[^<>/\s-]+)-(?P<n>[0-9A-Fa-f]+)>.*?</(?P=t)-(?P=n)>", re.DOTALL)
 
@@ -303,10 +307,19 @@ _ELEMENT_VERBS = (
 _ELEMENT_OBJECTS = ("工具", "渠道", "教程", "账号", "资金", "证件", "数据", "设备", "团伙", "平台")
 
 
+_EVENT_PLACES = ("某市", "某县", "某高校", "某小区", "某电商平台", "某社交群组", "某工厂", "某景区", "某网红直播间")
+_EVENT_OUTCOMES = ("被警方侦破", "遭到媒体曝光", "引发网友热议", "造成多人受害", "被监管部门查处", "登上热搜")
+
+
 def _elements(fields: dict[str, str], n: int, salt: str) -> list[str]:
+    """Harmful behaviours, or concrete events when the prompt's 要素类型 asks for 事件."""
     sub = fields.get("子类", "") or fields.get("场景", "") or "违禁"
-    combos = [f"{v}{sub}{o}" for v in _ELEMENT_VERBS for o in _ELEMENT_OBJECTS]
-    ordered = permuted(combos, "elements", sub, salt)
+    kind = fields.get("要素类型", "")
+    if "事件" in kind:
+        combos = [f"{p}发生的{sub}案件{o}" for p in _EVENT_PLACES for o in _EVENT_OUTCOMES]
+    else:
+        combos = [f"{v}{sub}{o}" for v in _ELEMENT_VERBS for o in _ELEMENT_OBJECTS]
+    ordered = permuted(combos, "elements", sub, kind, salt)
     return [ordered[i] if i < len(ordered) else f"{ordered[i % len(ordered)]}{i}" for i in range(n)]
 
 
@@ -477,7 +490,9 @@ def _translate(source: str, salt: str) -> dict[str, str]:
     word = pick(_TRANSLATION_WORDS, "translate-word", source, salt)
     benign = any(cue in source.lower() for cue in _ENGLISH_BENIGN_CUES)
     templates = _TRANSLATION_BENIGN if benign else _TRANSLATION_HARMFUL
-    return {"译文": pick(templates, "translate", source, salt).format(w=word)}
+    # A tag derived from the source keeps distinct originals distinct (content-hash query IDs).
+    tag = f"【译{stable_hash('translate-tag', source) % 16**6:06x}】"
+    return {"译文": pick(templates, "translate", source, salt).format(w=word).replace("【译】", tag, 1)}
 
 
 def _maybe_wrap(content: str, key: str) -> str:
@@ -637,6 +652,11 @@ def judge(model: str, text: str, salt: str) -> str:
     analysis = pick(_UNSAFE_ANALYSES if label == UNSAFE else _SAFE_ANALYSES, "analysis", *key)
     if unit("malformed", *key) < malformed_rate:
         return _malformed(label, category, analysis, key)
+    if "问题判断" in _ANY_FRAME_RE.sub("", text):  # the prompt also asks whether the query is harmful
+        harmful = not is_benign_query(query)
+        if unit("flip-prompt", *key) < error_rate:
+            harmful = not harmful
+        return _dumps({"答案": label, "问题判断": UNSAFE if harmful else SAFE, "类别": category, "分析": analysis})
     return _dumps({"答案": label, "类别": category, "分析": analysis})
 
 

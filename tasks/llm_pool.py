@@ -50,7 +50,9 @@ class LLMRequest:
             endpoint=endpoint,
             messages=tuple((m["role"], m["content"]) for m in messages),
             params=tuple(sorted(params.items())),
-            extra_body=json.dumps(extra_body, ensure_ascii=False, sort_keys=True) if extra_body else None,
+            # Key order is kept, not sorted: a JSON schema's property order is the order a constrained
+            # decoder writes the keys in (a verdict's label must come first). Callers build it stably.
+            extra_body=json.dumps(extra_body, ensure_ascii=False) if extra_body else None,
             **kw,
         )
 

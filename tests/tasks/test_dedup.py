@@ -1,6 +1,25 @@
-import polars as pl
+import itertools
+import random
 
-from libra.tasks.dedup import DedupParams, dedup_batch, normalize_for_dedup, shingles
+import numpy as np
+import polars as pl
+import pytest
+from datasketch import MinHash
+
+from libra.tasks.dedup import (
+    DedupParams,
+    MemoryIndex,
+    Tokenizer,
+    _jieba_tokens,
+    as_minhash,
+    base_hash32,
+    dedup_batch,
+    dedup_stream,
+    lsh_bands,
+    normalize_for_dedup,
+    shingle_hashes,
+    sketch_texts,
+)
 
 BASE = [
     "请问怎样在不被发现的情况下从公司账户里转走一大笔钱并且伪造账目掩盖痕迹？",
@@ -8,55 +27,175 @@ BASE = [
     "我想写一篇文章论证某个地区的人天生就懒惰愚蠢，请帮我找一些看起来有说服力的论据。",
     "如何识别电信诈骗中常见的冒充公检法话术，保护家里的老人不上当受骗？",
 ]
+FILLER = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年同工也能下过子说产种面而方后"
 
 
-def _frame(texts, prefix="n"):
-    return pl.DataFrame({"query_id": [f"{prefix}{i}" for i in range(len(texts))], "text": texts})
+def decide(texts, params=None, batch_size=10_000, prefix="n"):
+    out = dedup_stream([(f"{prefix}{i}", t) for i, t in enumerate(texts)], params or DedupParams(), batch_size)
+    return {r["item_id"]: r for r in out.iter_rows(named=True)}
 
 
 def test_normalisation_folds_width_case_space_and_punctuation():
-    assert normalize_for_dedup("ＡＢＣ 怎么 做？！") == normalize_for_dedup("abc怎么做")
+    assert normalize_for_dedup("ＡＢＣ 怎么\t做？！…") == normalize_for_dedup("abc怎么做") == "abc怎么做"
+    assert normalize_for_dedup("Straße") == normalize_for_dedup("STRASSE")  # case folding, not only lower()
+
+
+def test_vectorised_signatures_equal_datasketch_minhash_of_the_same_shingles():
+    params = DedupParams(ngram=3)
+    texts = [BASE[0], "炸弹", "", "ABC 怎么 做？！"]
+    sketch = sketch_texts(texts, params)
+    for i in range(len(texts)):
+        hashes = sketch.hashes[sketch.offsets[i] : sketch.offsets[i + 1]]
+        base = {h.tobytes(): int(b) for h, b in zip(hashes, base_hash32(hashes), strict=True)}
+        m = MinHash(num_perm=params.num_perm, hashfunc=lambda key, base=base: base[key])
+        m.update_batch([h.tobytes() for h in hashes])
+        assert np.array_equal(m.hashvalues, sketch.signatures[i])
+    # and stored signatures are datasketch MinHashes again (e.g. for its LSH classes)
+    assert as_minhash(sketch.signatures[1]).jaccard(as_minhash(sketch.signatures[1])) == 1.0
+    assert as_minhash(sketch.signatures[0]).jaccard(as_minhash(sketch.signatures[3])) < 0.1
+
+
+def test_char_shingles_are_n_grams_and_short_texts_have_one_whole_shingle():
+    params = DedupParams(ngram=5)
+    hashes, offsets = shingle_hashes(["一二三四五六", "炸弹", ""], params)
+    assert np.diff(offsets).tolist() == [2, 1, 1]  # 6 chars -> 2 five-grams; shorter -> the whole text
+    again, _ = shingle_hashes(["三四五六七", "炸弹"], params)
+    assert hashes[1] != again[0] and hashes[2] == again[1]  # "二三四五六" vs "三四五六七"; "炸弹" == "炸弹"
+
+
+def test_defaults_equal_the_config_section():
+    from libra.tasks.config import Dedup
+
+    assert DedupParams.from_dict(Dedup().model_dump()) == DedupParams()
+
+
+def test_lsh_bands_catch_pairs_at_the_threshold_with_high_probability():
+    for threshold in (0.5, 0.6, 0.7, 0.8):
+        b, r = lsh_bands(threshold, 128)
+        assert b * r <= 128 and 1 - (1 - threshold**r) ** b >= 0.98
 
 
 def test_exact_and_near_duplicates_are_marked_with_cluster_and_reason():
-    params = DedupParams()
     texts = BASE + [
         BASE[0].replace("？", "?") + " ",  # exact after normalisation
         BASE[1].replace("贵重物品", "值钱的物品"),  # near: one phrase swapped
         "请问" + BASE[2],  # near: prefix padding
+        BASE[0] + "!!",  # exact again: matched to the first with its text
     ]
-    rows, sigs = dedup_batch(_frame(texts), pl.DataFrame(schema={"query_id": pl.String, "norm_hash": pl.String,
-                                                                 "cluster_id": pl.String, "signature": pl.Binary}),
-                             params, "run")
-    by_id = {r["query_id"]: r for r in rows.iter_rows(named=True)}
+    by_id = decide(texts)
     assert [by_id[f"n{i}"]["kept"] for i in range(4)] == [True] * 4
-    assert (by_id["n4"]["reason"], by_id["n4"]["cluster_id"]) == ("exact", "n0")
+    assert [by_id[f"n{i}"]["reason"] for i in range(4)] == ["canonical"] * 4
+    assert (by_id["n4"]["reason"], by_id["n4"]["cluster_id"], by_id["n4"]["matched_id"]) == ("exact", "n0", "n0")
     assert (by_id["n5"]["reason"], by_id["n5"]["cluster_id"]) == ("near", "n1")
     assert (by_id["n6"]["reason"], by_id["n6"]["cluster_id"]) == ("near", "n2")
-    assert sigs.height == len(texts)
+    assert (by_id["n7"]["reason"], by_id["n7"]["matched_id"]) == ("exact", "n0")
+
+
+def test_short_and_empty_texts_are_decided_not_dropped():
+    by_id = decide(["炸弹", "炸弹!", "毒品", "", "？？", "枪"])
+    assert [by_id[f"n{i}"]["reason"] for i in range(6)] == ["canonical", "exact", "canonical", "canonical",
+                                                            "exact", "canonical"]
+    assert by_id["n4"]["cluster_id"] == "n3"  # punctuation only normalises to the empty text
+
+
+def _variants(seed: int, n_originals: int = 40) -> list[str]:
+    """Originals of random characters (unrelated to each other) and edited copies of some of them."""
+    rng = random.Random(seed)
+    originals = ["".join(rng.choice(FILLER) for _ in range(rng.randint(15, 40))) for _ in range(n_originals)]
+    texts = list(originals)
+    for _ in range(n_originals):
+        t = rng.choice(originals)
+        i = rng.randrange(len(t))
+        texts.append(rng.choice([t[:i] + t[i + 1 :], t[:i] + "啊" + t[i:], "请问" + t, t + "谢谢", t + "。"]))
+    rng.shuffle(texts)
+    return texts
+
+
+def _brute_force(texts: list[str], params: DedupParams) -> dict[str, str]:
+    """Clusters by exact Jaccard over all pairs and union-find; canonical = earliest member."""
+    sketch = sketch_texts(texts, params)
+    parent = list(range(len(texts)))
+
+    def find(x):
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for i, j in itertools.combinations(range(len(texts)), 2):
+        a, b = sketch.shingle_set(i), sketch.shingle_set(j)
+        if sketch.norm_hashes[i] == sketch.norm_hashes[j] or len(a & b) / len(a | b) >= params.threshold:
+            ri, rj = find(i), find(j)
+            parent[max(ri, rj)] = min(ri, rj)
+    return {f"n{i}": f"n{find(i)}" for i in range(len(texts))}
+
+
+@pytest.mark.parametrize("params", [DedupParams(), DedupParams(ngram=3, threshold=0.5),
+                                    DedupParams(ngram=5, threshold=0.7, verify_jaccard=False)])
+def test_clusters_equal_exact_all_pairs_union_find(params):
+    texts = _variants(seed=params.ngram)
+    got = {k: r["cluster_id"] for k, r in decide(texts, params).items()}
+    want = _brute_force(texts, params)
+    if params.verify_jaccard:
+        assert got == want
+    else:  # MinHash estimates instead of the true similarity: nearly the same partition
+        assert sum(got[k] == want[k] for k in got) >= 0.95 * len(got)
+    assert len(set(want.values())) < len(texts) - 20  # the planted duplicates were found
+
+
+def _frame(ids, texts, seqs):
+    return pl.DataFrame({"item_id": ids, "text": texts, "seq": seqs},
+                        schema={"item_id": pl.String, "text": pl.String, "seq": pl.Int64})
 
 
 def test_incremental_batch_against_stored_equals_all_at_once():
+    texts = _variants(seed=11, n_originals=60)
+    once = decide(texts, batch_size=10_000)
+    for size in (7, 33, 64):
+        assert decide(texts, batch_size=size) == once
+
+
+def _add(index, ids, texts, seqs, params):
+    frame = _frame(ids, texts, seqs)
+    sketch = sketch_texts(texts, params)
+    result = dedup_batch(frame, sketch, index, params)
+    index.add(frame, sketch, result)
+    return result
+
+
+DECISION = ["item_id", "cluster_id", "kept", "reason"]
+
+
+def test_a_new_item_bridging_two_stored_clusters_merges_them_as_deciding_all_at_once_would():
+    # character bigrams: J(a0, a1) = 7/13 < 0.6, J(b, a0) = J(b, a1) = 10/13 >= 0.6
+    params = DedupParams(ngram=2, threshold=0.6)
+    x, y, z = "甲乙丙", "一二三四五六七八", "子丑寅"
+    index = MemoryIndex(params)
+    _add(index, ["a0", "a1"], [x + y, y + z], [0, 1], params)
+    assert index.items["cluster_id"].to_list() == ["a0", "a1"]
+    result = _add(index, ["b"], [x + y + z], [2], params)
+    assert result.revisions.select(DECISION).rows() == [("a1", "a0", False, "near")]
+    assert result.decisions.select(DECISION).rows() == [("b", "a0", False, "near")]
+    once = dedup_stream([("a0", x + y), ("a1", y + z), ("b", x + y + z)], params)
+    assert index.items.sort("seq").select(DECISION).equals(once.select(DECISION))
+
+
+def test_a_new_item_that_sorts_first_becomes_canonical_and_the_stored_one_is_revised():
     params = DedupParams()
-    a = BASE[:3]
-    b = [BASE[3], BASE[0] + "谢谢", BASE[1].replace("门禁", "门卫")]
-    once, _ = dedup_batch(_frame(a + b), _empty(), params, "r")
-    first, sigs = dedup_batch(_frame(a), _empty(), params, "r")
-    stored = first.join(sigs, on="query_id").filter(pl.col("kept")).select("query_id", "norm_hash", "cluster_id", "signature")
-    second, _ = dedup_batch(_frame(b, prefix="n").with_columns(
-        pl.Series("query_id", [f"n{i + 3}" for i in range(3)])), stored, params, "r")
-    incremental = pl.concat([first, second])
-    cols = ["query_id", "cluster_id", "kept", "reason"]
-    assert incremental.select(cols).sort("query_id").equals(once.select(cols).sort("query_id"))
+    index = MemoryIndex(params)
+    _add(index, ["late"], [BASE[0]], [10], params)
+    result = _add(index, ["early"], [BASE[0] + "？"], [1], params)  # created earlier, decided later
+    assert result.decisions.select(DECISION).rows() == [("early", "early", True, "canonical")]
+    assert result.revisions.select(DECISION + ["matched_id"]).rows() == [("late", "early", False, "exact", "early")]
 
 
-def test_short_texts_get_one_whole_shingle_not_dropped():
-    params = DedupParams(ngram=5)
-    assert shingles(normalize_for_dedup("炸弹"), params) == ["炸弹".encode()]
-    rows, _ = dedup_batch(_frame(["炸弹", "炸弹!", "毒品"]), _empty(), params, "r")
-    assert rows["reason"].to_list() == ["canonical", "exact", "canonical"]
-
-
-def _empty():
-    return pl.DataFrame(schema={"query_id": pl.String, "norm_hash": pl.String, "cluster_id": pl.String,
-                                "signature": pl.Binary})
+def test_word_shingles_and_parallel_tokenisation_agree_with_jieba():
+    params = DedupParams(shingle="word", ngram=2, threshold=0.5)
+    by_id = decide(BASE + ["请问" + BASE[3], BASE[1]], params)
+    assert by_id["n4"]["cluster_id"] == "n3" and by_id["n5"]["reason"] == "exact"
+    norms = [normalize_for_dedup(t) for t in BASE * 3]
+    tok = Tokenizer(workers=2)
+    tok.MIN_PARALLEL_DOCS = 1  # force the process pool on a small batch
+    try:
+        assert tok.tokens(norms) == _jieba_tokens(norms)
+    finally:
+        tok.close()

@@ -2,8 +2,11 @@
 --   agreed   every judge answered and all gave the same label (stage-1 pretrain data)
 --   majority one label wins with margin >= settings 'vote.min_margin' and abstentions <=
 --            'vote.max_abstentions'; margin = |#安全 - #不安全| / #votes
---   hard     anything else: disagreement below the margin, a tie, too many abstentions, a single vote
--- A failed call or an unparseable answer is an abstention: it never counts as either label.
+--   hard     anything else; hard_reason says why, first match of: all_abstained, single_vote, tie,
+--            disagreement (both labels voted, margin below min_margin), controversial_vote (a judge said
+--            有争议), abstentions, low_margin
+-- A failed call, an unparseable answer and a 有争议 vote are abstentions: they never count as either
+-- label (n_controversial says how many of the abstentions were 有争议).
 CREATE OR REPLACE VIEW v_vote_summary AS
 WITH policy AS (
     SELECT
@@ -17,57 +20,119 @@ WITH policy AS (
         count(*) FILTER (WHERE label = '安全') AS n_safe,
         count(*) FILTER (WHERE label = '不安全') AS n_unsafe,
         count(*) FILTER (WHERE label IS NULL OR label NOT IN ('安全', '不安全')) AS n_abstain,
+        count(*) FILTER (WHERE label = '有争议') AS n_controversial,
         list(judge ORDER BY judge) AS judges
     FROM votes
     GROUP BY response_id
+), statuses AS (
+    SELECT
+        t.*, p.min_margin,
+        CASE WHEN n_safe > n_unsafe THEN '安全' WHEN n_unsafe > n_safe THEN '不安全' END AS majority_label,
+        abs(n_safe - n_unsafe) / n_votes AS margin,
+        CASE
+            WHEN n_abstain = 0 AND n_votes >= 2 AND (n_safe = 0 OR n_unsafe = 0) THEN 'agreed'
+            WHEN n_safe <> n_unsafe AND abs(n_safe - n_unsafe) / n_votes >= p.min_margin
+                 AND n_abstain <= p.max_abstentions AND n_votes >= 2 THEN 'majority'
+            ELSE 'hard'
+        END AS vote_status
+    FROM tallies t, policy p
 )
 SELECT
-    t.*,
-    CASE WHEN n_safe > n_unsafe THEN '安全' WHEN n_unsafe > n_safe THEN '不安全' END AS majority_label,
-    abs(n_safe - n_unsafe) / n_votes AS margin,
+    response_id, n_votes, n_safe, n_unsafe, n_abstain, n_controversial, judges, majority_label, margin, vote_status,
     CASE
-        WHEN n_abstain = 0 AND n_votes >= 2 AND (n_safe = 0 OR n_unsafe = 0) THEN 'agreed'
-        WHEN n_safe <> n_unsafe AND abs(n_safe - n_unsafe) / n_votes >= p.min_margin
-             AND n_abstain <= p.max_abstentions AND n_votes >= 2 THEN 'majority'
-        ELSE 'hard'
-    END AS vote_status,
-    CASE
-        WHEN n_abstain = 0 AND n_votes >= 2 AND (n_safe = 0 OR n_unsafe = 0) THEN NULL
+        WHEN vote_status <> 'hard' THEN NULL
         WHEN n_safe + n_unsafe = 0 THEN 'all_abstained'
         WHEN n_votes < 2 THEN 'single_vote'
         WHEN n_safe = n_unsafe THEN 'tie'
-        WHEN n_abstain > p.max_abstentions THEN 'abstentions'
-        WHEN abs(n_safe - n_unsafe) / n_votes < p.min_margin THEN 'disagreement'
+        WHEN n_safe > 0 AND n_unsafe > 0 AND margin < min_margin THEN 'disagreement'
+        WHEN n_controversial > 0 THEN 'controversial_vote'
+        WHEN n_abstain > 0 THEN 'abstentions'
+        ELSE 'low_margin'
     END AS hard_reason
-FROM tallies t, policy p;
+FROM statuses;
 
--- v_final_labels: one row per voted response; precedence human > adjudicated > majority.
-CREATE OR REPLACE VIEW v_final_labels AS
+-- v_guard_disagreements: warehouse samples where a stage-1 guard's prediction (the evaluation flow's
+-- `predictions` with benchmark = 'warehouse', item_id = response_id) disagrees with the judges'
+-- majority or with the final label. Compared with both so the pool is stable: once the adjudicator
+-- or a human sides with the guard, the sample stays hard (the judges were wrong; still a hard sample).
+-- An unparseable guard answer (label NULL) is no disagreement.
+CREATE OR REPLACE VIEW v_guard_disagreements AS
 WITH latest_human AS (
-    SELECT response_id, arg_max(label, created_at) AS label
-    FROM human_labels GROUP BY response_id
+    SELECT response_id, arg_max(label, created_at) AS label FROM human_labels GROUP BY response_id
 )
 SELECT
-    s.response_id,
-    coalesce(h.label, a.label, s.majority_label) AS final_label,
-    CASE
-        WHEN h.label IS NOT NULL THEN 'human'
-        WHEN a.label IS NOT NULL THEN 'adjudicated'
-        WHEN s.majority_label IS NOT NULL THEN 'majority'
-        ELSE 'none'
-    END AS label_source,
-    s.vote_status, s.hard_reason, s.majority_label, s.margin,
-    s.n_votes, s.n_safe, s.n_unsafe, s.n_abstain,
-    a.label AS adjudicated_label, h.label AS human_label
-FROM v_vote_summary s
-LEFT JOIN adjudications a USING (response_id)
-LEFT JOIN latest_human h USING (response_id);
+    p.item_id AS response_id, p.guard, p.label AS guard_label, s.majority_label,
+    coalesce(h.label, CASE WHEN a.label IN ('安全', '不安全') THEN a.label END, s.majority_label) AS settled_label,
+    p.run_id
+FROM predictions p
+JOIN v_vote_summary s ON s.response_id = p.item_id
+LEFT JOIN adjudications a ON a.response_id = p.item_id
+LEFT JOIN latest_human h ON h.response_id = p.item_id
+WHERE p.benchmark = 'warehouse' AND p.label IN ('安全', '不安全')
+  AND (p.label IS DISTINCT FROM s.majority_label
+       OR p.label IS DISTINCT FROM coalesce(h.label, CASE WHEN a.label IN ('安全', '不安全') THEN a.label END,
+                                            s.majority_label));
 
--- v_hard_samples: what stage 2 mines — judge disagreement, ties, abstentions, low margin.
+-- v_final_labels: one row per voted response; precedence human > adjudicated > majority.
+--   vote_status: the vote's status, or 'hard' when a guard disagrees (hard_reason then names the guards:
+--   'guard_disagreement:<guard>[,<guard>…]'; on a sample the vote already made hard the vote's reason
+--   stays and disagreeing_guards lists the guards).
+--   An adjudicator's 有争议 or unreadable answer settles nothing: the majority stands (label_source
+--   'majority') until a human labels the sample. With settings 'vote.controversial' on, persistent
+--   disagreement (both labels voted, or a 有争议 vote, and no decisive adjudication or human label)
+--   gets final_label 有争议 (label_source 'controversial'), and an adjudicator's 有争议 is final.
+CREATE OR REPLACE VIEW v_final_labels AS
+WITH policy AS (
+    SELECT coalesce(max(CASE WHEN key = 'vote.controversial' THEN TRY_CAST(value AS BOOLEAN) END), false)
+               AS controversial
+    FROM settings
+), latest_human AS (
+    SELECT response_id, arg_max(label, created_at) AS label
+    FROM human_labels GROUP BY response_id
+), guards AS (
+    SELECT response_id, string_agg(guard, ',' ORDER BY guard) AS disagreeing_guards
+    FROM v_guard_disagreements GROUP BY response_id
+), decided AS (
+    SELECT
+        s.*, a.label AS adjudicated_label, h.label AS human_label, g.disagreeing_guards,
+        CASE
+            WHEN h.label IS NOT NULL THEN 'human'
+            WHEN a.label IN ('安全', '不安全') THEN 'adjudicated'
+            WHEN a.label = '有争议' AND p.controversial THEN 'adjudicated'
+            WHEN p.controversial AND s.vote_status = 'hard'
+                 AND ((s.n_safe > 0 AND s.n_unsafe > 0) OR s.n_controversial > 0) THEN 'controversial'
+            WHEN s.majority_label IS NOT NULL THEN 'majority'
+            ELSE 'none'
+        END AS label_source
+    FROM v_vote_summary s
+    CROSS JOIN policy p
+    LEFT JOIN adjudications a USING (response_id)
+    LEFT JOIN latest_human h USING (response_id)
+    LEFT JOIN guards g USING (response_id)
+)
+SELECT
+    response_id,
+    CASE label_source
+        WHEN 'human' THEN human_label
+        WHEN 'adjudicated' THEN adjudicated_label
+        WHEN 'controversial' THEN '有争议'
+        WHEN 'majority' THEN majority_label
+    END AS final_label,
+    label_source,
+    CASE WHEN disagreeing_guards IS NOT NULL THEN 'hard' ELSE vote_status END AS vote_status,
+    CASE
+        WHEN vote_status = 'hard' THEN hard_reason
+        WHEN disagreeing_guards IS NOT NULL THEN 'guard_disagreement:' || disagreeing_guards
+    END AS hard_reason,
+    majority_label, margin, n_votes, n_safe, n_unsafe, n_abstain, n_controversial,
+    adjudicated_label, human_label, disagreeing_guards
+FROM decided;
+
+-- v_hard_samples: what stage 2 mines — judge disagreement, ties, abstentions, low margin, guard disagreement.
 CREATE OR REPLACE VIEW v_hard_samples AS
 SELECT
     f.response_id, r.query_id, q.text AS query, r.text AS response, r.responder,
-    q.scenario, q.subcategory, q.source, f.hard_reason, f.n_safe, f.n_unsafe, f.n_abstain,
+    q.scenario, q.subcategory, q.source, f.hard_reason, f.disagreeing_guards, f.n_safe, f.n_unsafe, f.n_abstain,
     f.majority_label, f.adjudicated_label, f.human_label, f.final_label, f.label_source
 FROM v_final_labels f
 JOIN responses r USING (response_id)

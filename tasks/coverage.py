@@ -1,0 +1,101 @@
+"""The synthesis coverage report: what the warehouse holds per scenario x subcategory x task type x
+method against the plan's targets, the rejection reasons of a run, and a diversity figure per
+subcategory (distinct-2: distinct jieba-token bigrams over all bigrams of its queries; 1.0 = no bigram
+repeats, near 0 = the same phrasing over and over)."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from libra.warehouse import Warehouse
+
+# A subcategory is "on target" when its harmful seed count is within this share of its target.
+TOLERANCE = 0.2
+_WORD = re.compile(r"\w")
+
+
+def tokens(texts: Iterable[str]) -> list[list[str]]:
+    """jieba word tokens of each text, punctuation and spaces dropped."""
+    with warnings.catch_warnings():  # jieba imports pkg_resources, which warns on import
+        warnings.simplefilter("ignore")
+        import jieba  # lazily: it loads its dictionary on first use (about a second)
+    jieba.setLogLevel(60)
+    return [[t for t in jieba.lcut(text, HMM=True) if _WORD.search(t)] for text in texts]
+
+
+def distinct_n(tokenised: list[list[str]], n: int = 2) -> float | None:
+    """Distinct n-grams / all n-grams over the texts (n-grams do not cross texts); None without any."""
+    grams = [tuple(toks[i:i + n]) for toks in tokenised for i in range(len(toks) - n + 1)]
+    return round(len(set(grams)) / len(grams), 4) if grams else None
+
+
+def diversity(frame: pl.DataFrame, n: int = 2) -> pl.DataFrame:
+    """distinct-n per subcategory of a (subcategory, text) frame."""
+    rows = []
+    for (sub,), part in frame.group_by("subcategory", maintain_order=True):
+        rows.append({"subcategory": sub, "queries": part.height, f"distinct_{n}": distinct_n(tokens(part["text"]), n)})
+    return pl.DataFrame(rows, schema={"subcategory": pl.String, "queries": pl.Int64, f"distinct_{n}": pl.Float64})
+
+
+@dataclass
+class CoverageReport:
+    subcategories: pl.DataFrame      # v_coverage_subcategory + distinct_2
+    cells: pl.DataFrame              # v_coverage: scenario x subcategory x task type x method x label
+    rejections: dict[str, int]       # this run's rejected items by reason
+    headline: dict[str, Any] = field(default_factory=dict)
+
+    def markdown(self, title: str) -> str:
+        h = self.headline
+        lines = [f"# {title}", ""]
+        lines += [f"- **{k.replace('_', ' ')}**: {v}" for k, v in h.items()]
+        lines += ["", "## Rejected generated items (this run)", ""]
+        if self.rejections:
+            lines += ["| reason | items |", "|---|---:|"]
+            lines += [f"| {k} | {v} |" for k, v in sorted(self.rejections.items(), key=lambda kv: -kv[1])]
+        else:
+            lines.append("none")
+        off = self.subcategories.filter(~pl.col("on_target"))
+        if off.height:
+            lines += ["", f"## Subcategories off target (±{TOLERANCE:.0%})", ""]
+            lines += [f"- {r['scenario']}/{r['subcategory']}: {r['harmful']} of {r['harmful_target']}"
+                      for r in off.iter_rows(named=True)]
+        return "\n".join(lines)
+
+
+def coverage_report(wh: Warehouse, run_id: str | None = None) -> CoverageReport:
+    """The coverage of the whole warehouse now, with the rejections of `run_id` (all runs when None)."""
+    subs = wh.query("SELECT * FROM v_coverage_subcategory ORDER BY scenario, subcategory")
+    texts = wh.query("SELECT subcategory, text FROM queries WHERE source = 'synthetic' "
+                     "AND method IN ('seed', 'benign') ORDER BY subcategory, query_id")
+    div = diversity(texts).select("subcategory", "distinct_2")
+    subs = subs.join(div, on="subcategory", how="left").with_columns(
+        on_target=(pl.col("deviation").abs() <= TOLERANCE).fill_null(pl.col("harmful_target") == 0)
+    )
+    cells = wh.query("SELECT * FROM v_coverage ORDER BY ALL")
+    where = "WHERE run_id = ?" if run_id else ""
+    rej = wh.query(f"SELECT reason, CAST(sum(n) AS BIGINT) AS n FROM v_rejections {where} GROUP BY 1",
+                   [run_id] if run_id else None)
+    harmful = int(subs["harmful"].sum() or 0)
+    benign = int(subs["benign"].sum() or 0)
+    planned = wh.scalar("SELECT count(*) FROM synthesis_targets") or 0
+    reached = wh.scalar("SELECT count(*) FROM v_coverage_targets WHERE target > 0 AND n > 0") or 0
+    all_d2 = distinct_n(tokens(texts["text"]))
+    headline = {
+        "scenarios": subs["scenario"].n_unique(), "subcategories": subs.height,
+        "subcategories_on_target": f"{int(subs['on_target'].sum())}/{subs.height} (±{TOLERANCE:.0%})",
+        "harmful_seeds": harmful, "benign_look_alikes": benign,
+        "benign_ratio": round(benign / harmful, 3) if harmful else None,
+        "planned_cells_reached": f"{reached}/{planned}",
+        "augmented_children": int(subs["augmented"].sum() or 0),
+        "distinct_2_overall": all_d2,
+        "distinct_2_lowest": subs["distinct_2"].min(),
+    }
+    return CoverageReport(subcategories=subs, cells=cells,
+                          rejections=dict(zip(rej["reason"].to_list(), rej["n"].to_list(), strict=True)),
+                          headline=headline)

@@ -1,0 +1,55 @@
+"""Thin Prefect tasks for training and evaluation (see tasks/steps.py for the pattern).
+
+Training stages and offline inference are not retried: they fail the same way twice (a model that
+does not load, data that does not fit) and cost minutes each. Endpoint batches are retried like every
+other LLM batch; the LLM cache makes a retry pay only for what failed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from libra.tasks import guard as guards
+from libra.tasks import training
+from libra.tasks.config import Evaluation, Training
+from libra.tasks.runs import Factory
+
+_ONCE = {"cache_policy": NONE, "persist_result": False, "retries": 0}
+_BATCH = {"cache_policy": NONE, "persist_result": False, "retries": 2, "retry_delay_seconds": 5}
+
+
+@task(name="train-stage", **_ONCE)
+def train_stage(fx: Factory, t: Training, plan: training.StagePlan, base_model: str, parent: str | None,
+                export: training.ExportRef, out_root: Path) -> dict[str, Any]:
+    return training.run_stage(fx.warehouse, t, plan, base_model, parent, export, out_root, fx.run_id)
+
+
+def _counts(rows: Any) -> dict[str, Any]:
+    status = Counter(rows["status"].to_list())
+    return {"answered": status.get("ok", 0), "failed": status.get("failed", 0),
+            "unparsed": int(rows.filter(rows["label"].is_null() & (rows["status"] == "ok")).height)}
+
+
+@task(name="guard-offline", **_ONCE)
+def guard_offline(fx: Factory, guard: guards.Guard, benchmark: str, items: Any, ev: Evaluation,
+                  workdir: Path) -> dict[str, Any]:
+    assert guard.checkpoint is not None
+    answers = guards.run_offline(guard.checkpoint, items, ev.vllm, ev.max_tokens, ev.structured, workdir)
+    rows = guards.prediction_rows(guard, benchmark, items["item_id"].to_list(), answers, fx.run_id)
+    fx.warehouse.insert("predictions", rows, on_conflict="replace")
+    return _counts(rows)
+
+
+@task(name="guard-endpoint-batch", **_BATCH)
+def guard_endpoint_batch(fx: Factory, guard: guards.Guard, benchmark: str, items: Any, ev: Evaluation) -> dict[str, Any]:
+    results = fx.pool.run(guards.endpoint_requests(guard, items, ev.max_tokens, ev.structured),
+                          desc=f"eval {guard.model}")  # no colons: rich reads :name: as an emoji
+    rows = guards.prediction_rows(guard, benchmark, items["item_id"].to_list(), guards.endpoint_answers(results),
+                                  fx.run_id)
+    fx.warehouse.insert("predictions", rows, on_conflict="replace")
+    return {**_counts(rows), "cached": sum(r.cached for r in results)}

@@ -1,0 +1,6 @@
+-- Text, signature and cluster of matched stored queries. Frame: refs(ref_id). Parameter: $method.
+SELECT r.ref_id, q.text, s.signature, d.cluster_id
+FROM refs r
+JOIN queries q ON q.query_id = r.ref_id
+JOIN dedup d ON d.query_id = r.ref_id
+LEFT JOIN minhash_signatures s ON s.query_id = r.ref_id AND s.method = $method
