@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from libra.tasks.config import ConfigError, load_config
+from libra.tasks.errors import InputError
 from libra.warehouse import Warehouse, WarehouseError
 
 app = typer.Typer(
@@ -234,10 +235,7 @@ def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     try:
         app()
-    except ConfigError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except WarehouseError as e:
+    except (InputError, WarehouseError) as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
 

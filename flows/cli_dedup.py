@@ -15,9 +15,10 @@ from pydantic import ValidationError
 
 from libra.flows.cli import WarehouseOpt, _fail, app, err, import_app
 from libra.tasks.config import ConfigError, Dedup, load_config
+from libra.tasks.errors import InputError
 
 
-class _InputError(ValueError):
+class _InputError(InputError):
     pass
 
 

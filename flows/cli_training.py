@@ -31,13 +31,17 @@ def score(
 ) -> None:
     """Score predictions against a benchmark with the official Libra metric (per source and averaged);
     the per-source and Average lines come last, in the official script's layout."""
+    import polars as pl
+
     from libra.tasks import metrics
+    from libra.tasks.benchmarks import read_benchmark
+    from libra.tasks.errors import InputError
     from libra.tasks.verdicts import parse_verdict
 
     try:
-        bench = metrics.read_benchmark(benchmark)
+        bench = read_benchmark(benchmark)
         preds = metrics.read_predictions(predictions)
-    except metrics.BenchmarkFileError as e:
+    except InputError as e:
         _fail(str(e))
         raise
     texts = preds["raw_text"].to_list()
@@ -55,8 +59,10 @@ def score(
         print(json.dumps({**report.as_dict(), "unknown_ids": unknown, "unanswered": unanswered, "parser": parser.value},
                          ensure_ascii=False, default=str))
         return
-    print_frame(report.per_source, title="Per source (a1/a2: unsafe items answered unsafe/safe; b1/b2: safe items)")
-    print_frame(report.per_scenario.drop("a1", "a2", "b1", "b2"), title="Per scenario")
+    shown = pl.col(pl.Float64).round(4)
+    print_frame(report.per_source.with_columns(shown),
+                title="Per source (a1/a2: unsafe items answered unsafe/safe; b1/b2: safe items)")
+    print_frame(report.per_scenario.drop("a1", "a2", "b1", "b2").with_columns(shown), title="Per scenario")
     print_frame(report.confusion.pivot(on="answer", index="gold", values="n").fill_null(0),
                 title="Gold label x answer")
     console.print(f"{report.n} items scored ({parser.value} parser); {report.parse_failures} without a 安全/不安全 "

@@ -14,6 +14,7 @@ from typing import Any
 
 import polars as pl
 
+from libra.tasks.errors import InputError
 from libra.warehouse import Warehouse, sql_text
 
 LABELS = ("安全", "不安全")
@@ -27,7 +28,7 @@ BENCHMARK_SCHEMA = {"item_id": pl.String, "source": pl.String, "category_name": 
                     "label": pl.String, "analyze": pl.String}
 
 
-class BenchmarkError(ValueError):
+class BenchmarkError(InputError):
     """A benchmark file or registration the user has to fix; the message names the file and record."""
 
 

@@ -17,10 +17,12 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from libra.tasks.errors import InputError
+
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config that cannot be used; the message names the file and the key."""
 
 

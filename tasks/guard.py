@@ -28,9 +28,10 @@ from urllib.parse import urlsplit
 
 import polars as pl
 
+from libra.tasks.benchmarks import check_name, read_benchmark
+from libra.tasks.benchmarks import register_benchmark as store_benchmark
 from libra.tasks.config import Endpoint, FactoryConfig, VllmEngine
 from libra.tasks.llm_pool import LLMRequest, LLMResult
-from libra.tasks.metrics import read_benchmark
 from libra.tasks.prompts import load_template
 from libra.tasks.servers import ServerProcess, start_server
 from libra.tasks.splits import guard_prompt
@@ -209,25 +210,16 @@ def _training_run_for(wh: Warehouse, folder: Path) -> str | None:
 
 
 def register_benchmark(wh: Warehouse, spec: str, name: str | None, run_id: str) -> tuple[str, int]:
-    """A Libra-Test file (stored under `name`, default its file stem) or a registered benchmark's name.
-    Returns (name, items newly stored). A name already holding other items is an error, not a merge."""
+    """A Libra-Test file (registered under `name`, default its file stem, as `libra import benchmark`
+    does) or the name of a registered benchmark. Returns (name, items newly stored)."""
     path = Path(spec).expanduser()
     if not path.is_file():
         if wh.scalar("SELECT count(*) FROM benchmarks WHERE benchmark = ?", [spec]):
             return spec, 0
         known = wh.query("SELECT DISTINCT benchmark FROM benchmarks ORDER BY 1")["benchmark"].to_list()
         raise GuardError(f"benchmark {spec!r}: no such file, and no registered benchmark of that name (known: {known})")
-    frame = read_benchmark(path)
-    name = name or path.stem
-    stored = wh.query("SELECT item_id, label, question FROM benchmarks WHERE benchmark = ?", [name])
-    if stored.height:
-        mine = set(frame.select("item_id", "label", "question").iter_rows())
-        theirs = set(stored.iter_rows())
-        if mine != theirs:
-            raise GuardError(f"benchmark {name!r} is registered with other items ({len(mine ^ theirs)} differ): "
-                             f"give {path} another name (--benchmark-name)")
-        return name, 0
-    return name, wh.insert("benchmarks", frame.with_columns(benchmark=pl.lit(name), run_id=pl.lit(run_id)))
+    name = check_name(name or path.stem)
+    return name, store_benchmark(wh, name, read_benchmark(path), run_id)
 
 
 def pending_items(wh: Warehouse, guard: Guard, benchmark: str, per_source_limit: int | None) -> pl.DataFrame:

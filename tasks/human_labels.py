@@ -21,6 +21,7 @@ from typing import Any
 
 import polars as pl
 
+from libra.tasks.errors import InputError
 from libra.tasks.runs import finish_run, start_run
 from libra.warehouse import Warehouse, sql_text
 
@@ -32,7 +33,7 @@ HUMAN_LABELS = {"安全": "安全", "不安全": "不安全", "有争议": "有�
 MAX_ERRORS_SHOWN = 20
 
 
-class LabelSheetError(ValueError):
+class LabelSheetError(InputError):
     """A label sheet that cannot be imported; the message names the file and every bad line."""
 
 

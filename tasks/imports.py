@@ -28,6 +28,7 @@ import polars as pl
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from libra.tasks.errors import InputError
 from libra.tasks.ids import content_hash, query_id
 from libra.tasks.prompts import Taxonomy, load_taxonomy, prompt_path
 from libra.warehouse import Warehouse
@@ -47,7 +48,7 @@ _SUFFIX_FORMAT = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv"
                   ".parquet": "parquet", ".pq": "parquet"}
 
 
-class ImportFailure(ValueError):
+class ImportFailure(InputError):
     """An import that cannot proceed; the message names the file (and line) and says what to do."""
 
 

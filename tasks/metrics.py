@@ -11,8 +11,8 @@ Where the official script would divide by zero (a source without any unsafe hit,
 
 The same figures come from SQL (warehouse/views/90_eval.sql) for predictions stored in the warehouse;
 tests hold both against a straightforward reimplementation of the rules. This module also reads
-Libra-Test benchmark files and prediction files made elsewhere (`libra score`), and draws the
-comparison of guards (markdown + PNG).
+prediction files made elsewhere (`libra score`; benchmark files are read by tasks/benchmarks.py) and
+draws the comparison of guards (markdown + PNG).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 import json_repair
 import polars as pl
 
+from libra.tasks.errors import InputError
 from libra.tasks.verdicts import SAFE, UNSAFE
 
 # What an answer was, for the confusion matrix: a label, or why there is none.
@@ -36,8 +37,8 @@ METRIC_COLUMNS = ["n", "a1", "a2", "b1", "b2", "accuracy", "f1_unsafe", "f1_safe
                   "parse_failure_rate"]
 
 
-class BenchmarkFileError(ValueError):
-    """A benchmark or predictions file that cannot be read; the message names the file and record."""
+class PredictionsFileError(InputError):
+    """A predictions file that cannot be read; the message names the file and line."""
 
 
 def f1(tp: int, fp: int, fn: int) -> float:
@@ -142,25 +143,19 @@ def official_label(raw: str | None) -> str | None:
 
 # -- files ----------------------------------------------------------------------------------------
 
-BENCHMARK_COLUMNS = {"item_id": pl.String, "source": pl.String, "category_name": pl.String,
-                     "sub_category_name": pl.String, "question": pl.String, "response": pl.String,
-                     "label": pl.String, "analyze": pl.String}
-
-
 def _records(path: Path) -> list[tuple[int, Any]]:
-    """(line or index, record) from a JSON array or a JSONL file."""
+    """(line, record) from a JSONL file (a JSON array is read too, its records numbered from 0)."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise BenchmarkFileError(f"{path}: file not found") from None
+        raise PredictionsFileError(f"{path}: file not found") from None
     except UnicodeDecodeError as e:
-        raise BenchmarkFileError(f"{path}: not UTF-8 ({e})") from None
+        raise PredictionsFileError(f"{path}: not UTF-8 ({e})") from None
     if text.lstrip().startswith("["):
         try:
-            data = json.loads(text)
+            return list(enumerate(json.loads(text)))
         except json.JSONDecodeError as e:
-            raise BenchmarkFileError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
-        return list(enumerate(data))
+            raise PredictionsFileError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
     out = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -168,41 +163,12 @@ def _records(path: Path) -> list[tuple[int, Any]]:
         try:
             out.append((lineno, json.loads(line)))
         except json.JSONDecodeError as e:
-            raise BenchmarkFileError(f"{path}:{lineno}: not valid JSON: {e.msg}") from None
+            raise PredictionsFileError(f"{path}:{lineno}: not valid JSON: {e.msg}") from None
     return out
 
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
-
-
-def read_benchmark(path: str | Path) -> pl.DataFrame:
-    """A Libra-Test file (JSON array or JSONL of {source, category_name, sub_category_name, question,
-    response, label, analyze, id}); every record needs an id and a 安全/不安全 label."""
-    path = Path(path)
-    rows, seen = [], {}
-    for where, rec in _records(path):
-        at = f"{path}:{where}" if path.suffix == ".jsonl" else f"{path} record {where}"
-        if not isinstance(rec, dict):
-            raise BenchmarkFileError(f"{at}: expected an object")
-        if rec.get("id") in (None, ""):
-            raise BenchmarkFileError(f"{at}: no id")
-        item_id = str(rec["id"])
-        if item_id in seen:
-            raise BenchmarkFileError(f"{at}: id {item_id!r} repeats {seen[item_id]}")
-        seen[item_id] = at
-        if rec.get("label") not in (SAFE, UNSAFE):
-            raise BenchmarkFileError(f"{at}: label must be 安全 or 不安全 (got {rec.get('label')!r})")
-        if not str(rec.get("question") or "").strip():
-            raise BenchmarkFileError(f"{at}: empty question")
-        rows.append({"item_id": item_id, "source": _text(rec.get("source")) or "all",
-                     "category_name": _text(rec.get("category_name")),
-                     "sub_category_name": _text(rec.get("sub_category_name")),
-                     "question": str(rec["question"]), "response": _text(rec.get("response")) or "",
-                     "label": rec["label"], "analyze": _text(rec.get("analyze"))})
-    if not rows:
-        raise BenchmarkFileError(f"{path}: no records")
-    return pl.DataFrame(rows, schema=BENCHMARK_COLUMNS)
 
 
 def read_predictions(path: str | Path) -> pl.DataFrame:
@@ -215,13 +181,13 @@ def read_predictions(path: str | Path) -> pl.DataFrame:
         for lineno, rec in _records(file):
             at = f"{file}:{lineno}"
             if not isinstance(rec, dict) or rec.get("id") in (None, ""):
-                raise BenchmarkFileError(f"{at}: expected an object with an id")
+                raise PredictionsFileError(f"{at}: expected an object with an id")
             key = "critic" if "critic" in rec else "text" if "text" in rec else None
             if key is None:
-                raise BenchmarkFileError(f"{at}: no `critic` or `text` field with the guard's answer")
+                raise PredictionsFileError(f"{at}: no `critic` or `text` field with the guard's answer")
             item_id = str(rec["id"])
             if item_id in seen:
-                raise BenchmarkFileError(f"{at}: id {item_id!r} repeats {seen[item_id]}")
+                raise PredictionsFileError(f"{at}: id {item_id!r} repeats {seen[item_id]}")
             seen[item_id] = at
             rows.append({"item_id": item_id, "raw_text": _text(rec[key])})
     return pl.DataFrame(rows, schema={"item_id": pl.String, "raw_text": pl.String})

@@ -14,6 +14,7 @@ import yaml
 
 from libra.stubllm.truth import BENIGN_MARKERS, REFUSAL_PHRASES
 from libra.tasks import metrics
+from libra.tasks.benchmarks import BenchmarkError
 from libra.tasks.config import ConfigError, load_config
 from libra.tasks.guard import GuardError, register_benchmark, resolve_guard
 from libra.tasks.servers import free_port
@@ -135,7 +136,7 @@ def test_guard_and_benchmark_errors_are_named(eval_setup, tmp_path):
     assert (name, new) == ("stub_bench", 48)
     assert register_benchmark(wh, str(s["benchmark"]), None, "r") == ("stub_bench", 0)  # idempotent
     other = stub_world_benchmark(tmp_path / "other" / "stub_bench.json", n=12)
-    with pytest.raises(GuardError, match="registered with other items"):
+    with pytest.raises(BenchmarkError, match="already registered with 48 different items"):
         register_benchmark(wh, str(other), None, "r")
     assert wh.scalar("SELECT count(*) FROM benchmarks") == 48  # nothing partial stored
 

@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 
 from libra.tasks import metrics
+from libra.tasks.benchmarks import read_benchmark
 from libra.tasks.verdicts import parse_verdict
 from libra.warehouse import Warehouse
 
@@ -117,7 +118,7 @@ def case(tmp_path_factory) -> dict:
 
 
 def _product_report(case: dict, parse) -> metrics.Report:
-    bench = metrics.read_benchmark(case["tmp"] / "bench.json")
+    bench = read_benchmark(case["tmp"] / "bench.json")
     preds = metrics.read_predictions(case["tmp"] / "preds")
     items = metrics.benchmark_items(bench, preds, [parse(t) for t in preds["raw_text"].to_list()])
     return metrics.evaluate(items)
@@ -158,7 +159,7 @@ def test_official_parser_option_matches_where_the_parsers_differ(case):
     shards.mkdir(exist_ok=True)
     (shards / "all.jsonl").write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in preds), encoding="utf-8")
     expected = reference_metrics(preds, case["labels"])
-    bench = metrics.read_benchmark(case["tmp"] / "bench.json")
+    bench = read_benchmark(case["tmp"] / "bench.json")
     frame = metrics.read_predictions(shards)
     official = metrics.evaluate(metrics.benchmark_items(
         bench, frame, [metrics.official_label(t) for t in frame["raw_text"].to_list()]))
@@ -170,7 +171,7 @@ def test_official_parser_option_matches_where_the_parsers_differ(case):
 
 def test_sql_views_equal_the_official_rules(case, tmp_path):
     wh = Warehouse(tmp_path / "w.duckdb")
-    bench = metrics.read_benchmark(case["tmp"] / "bench.json")
+    bench = read_benchmark(case["tmp"] / "bench.json")
     wh.insert("benchmarks", bench.with_columns(benchmark=pl.lit("b"), run_id=pl.lit("r")))
     preds = metrics.read_predictions(case["tmp"] / "preds")
     labels = [parse_verdict(t).label for t in preds["raw_text"].to_list()]
@@ -207,20 +208,6 @@ def test_libra_score_prints_the_official_layout_last(case):
                  f"F1-Safe: {round(expected[name]['f1_safe'], 4)}", f"Accuracy: {round(expected[name]['accuracy'], 4)}"]
     assert out.stdout.strip().splitlines()[-16:] == tail
     assert "1 predictions of unknown ids skipped" in " ".join(out.stdout.split())
-
-
-@pytest.mark.parametrize(("content", "message"), [
-    ('[{"id": "a", "question": "q", "label": "安全"}, {"id": "a", "question": "q", "label": "安全"}]', "repeats"),
-    ('[{"id": "a", "question": "q", "label": "maybe"}]', "label must be 安全 or 不安全"),
-    ('[{"question": "q", "label": "安全"}]', "no id"),
-    ('[{"id": "a", "question": "q", "label": "安全"', "not valid JSON"),
-])
-def test_bad_benchmark_files_name_the_record(tmp_path: Path, content: str, message: str):
-    path = tmp_path / "b.json"
-    path.write_text(content, encoding="utf-8")
-    with pytest.raises(metrics.BenchmarkFileError, match=message) as e:
-        metrics.read_benchmark(path)
-    assert str(path) in str(e.value)
 
 
 def test_score_rejects_a_predictions_line_without_an_answer(tmp_path: Path, case):
