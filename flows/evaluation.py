@@ -56,12 +56,12 @@ def eval_flow(
             raise ConfigError("eval needs --guard and --benchmark (or evaluation.guards / evaluation.benchmark)")
         wh = fx.warehouse
         name, new_items = guards.register_benchmark(wh, ev.benchmark, benchmark_name, fx.run_id)
-        chosen = [guards.resolve_guard(spec, fx.cfg, wh) for spec in ev.guards]
+        chosen = [guards.resolve_guard(spec, fx.cfg, wh, ev.structured) for spec in ev.guards]
         wh.insert("guards", pl.DataFrame([g.row(fx.run_id) for g in chosen]))
         summary.update(benchmark=name, benchmark_items_new=new_items, guards={})
         workdir = wh.path.parent / "eval-work" / fx.run_id
         for g in chosen:
-            items = guards.pending_items(wh, g, name, ev.per_source_limit)
+            items = guards.pending_items(wh, g, name, ev.per_source_limit, guards.answer_version(ev.max_tokens))
             done: dict[str, Any] = {"pending": items.height}
             if items.height and g.kind == "checkpoint":
                 merge(done, training_steps.guard_offline(fx, g, name, items, ev, workdir / g.guard_id.replace(":", "-")))

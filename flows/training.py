@@ -4,7 +4,9 @@
 [--base-model DIR] [--method full|lora] [--epochs N] [--max-steps N] [--learning-rate X]
 [--finetune-learning-rate X] [--pretrain-fraction F] [--finetune-fraction F] [--max-length N]
 [--batch-size N] [--grad-accum N] [--bf16 true|false|auto] [--gradient-checkpointing true|false]
-[--seed N] [--output-dir DIR]` — each option overrides the config's `training` section.
+[--lr-scheduler NAME] [--warmup-ratio F] [--weight-decay F] [--logging-steps N] [--seed N]
+[--output-dir DIR]` — each option overrides the config's `training` section (LoRA's r/alpha/dropout/
+target_modules are set in the config).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ def train_flow(
     finetune_learning_rate: str | None = None, pretrain_fraction: str | None = None,
     finetune_fraction: str | None = None, max_length: str | None = None, batch_size: str | None = None,
     grad_accum: str | None = None, bf16: str | None = None, gradient_checkpointing: str | None = None,
-    seed: str | None = None, output_dir: str | None = None,
+    lr_scheduler: str | None = None, warmup_ratio: str | None = None, weight_decay: str | None = None,
+    logging_steps: str | None = None, seed: str | None = None, output_dir: str | None = None,
 ) -> dict:
     """Train the guard on the latest export: stage 1 on pretrain, stage 2 on finetune from stage 1."""
     overrides = {k: v for k, v in locals().items() if k not in ("config", "warehouse", "parent_run_id")}

@@ -20,7 +20,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,12 @@ class GuardError(ValueError):
 
 def prompt_version() -> str:
     return load_template(GUARD_TEMPLATE).version
+
+
+def answer_version(max_tokens: int) -> str:
+    """What an answer depends on besides the guard and the item (stored in predictions.prompt_version):
+    an answer made under another prompt or token budget is made again."""
+    return f"{prompt_version()}|max_tokens={max_tokens}"
 
 
 def guard_messages(question: str, response: str) -> list[dict[str, str]]:
@@ -164,9 +170,14 @@ class Guard:
         return prompt_version()
 
 
-def resolve_guard(spec: str, cfg: FactoryConfig, wh: Warehouse) -> Guard:
-    """An endpoint name, training:<id> / training:latest, or a checkpoint folder."""
-    spec = spec.strip()
+def resolve_guard(spec: str, cfg: FactoryConfig, wh: Warehouse, structured: str = "none") -> Guard:
+    """An endpoint name, training:<id> / training:latest, or a checkpoint folder. Constrained decoding
+    (structured=choice) makes another guard: its id gets `+choice`, so both can be compared."""
+    guard = _resolve(spec.strip(), cfg, wh)
+    return replace(guard, guard_id=guard.guard_id + "+choice") if structured == "choice" else guard
+
+
+def _resolve(spec: str, cfg: FactoryConfig, wh: Warehouse) -> Guard:
     names = {e.name for e in cfg.endpoints}
     name = spec.removeprefix("endpoint:")
     if name in names:
@@ -222,9 +233,10 @@ def register_benchmark(wh: Warehouse, spec: str, name: str | None, run_id: str) 
     return name, store_benchmark(wh, name, read_benchmark(path), run_id)
 
 
-def pending_items(wh: Warehouse, guard: Guard, benchmark: str, per_source_limit: int | None) -> pl.DataFrame:
+def pending_items(wh: Warehouse, guard: Guard, benchmark: str, per_source_limit: int | None,
+                  version: str) -> pl.DataFrame:
     """Benchmark items (the subset: the first N per source by a hash of their id) this guard has no
-    good answer for under the current prompt."""
+    good answer for under `version` (answer_version)."""
     return wh.query(
         """
         WITH chosen AS (
@@ -238,7 +250,7 @@ def pending_items(wh: Warehouse, guard: Guard, benchmark: str, per_source_limit:
                             AND p.status = 'ok' AND p.prompt_version = $prompt)
         ORDER BY c.item_id
         """,
-        {"benchmark": benchmark, "limit": per_source_limit, "guard": guard.guard_id, "prompt": prompt_version()},
+        {"benchmark": benchmark, "limit": per_source_limit, "guard": guard.guard_id, "prompt": version},
     )
 
 
@@ -246,10 +258,9 @@ def pending_items(wh: Warehouse, guard: Guard, benchmark: str, per_source_limit:
 
 
 def prediction_rows(guard: Guard, benchmark: str, item_ids: list[str], answers: list[dict[str, Any]],
-                    run_id: str) -> pl.DataFrame:
+                    version: str, run_id: str) -> pl.DataFrame:
     """answers[i] = {text, error, call_key} for item_ids[i]; the text is parsed, kept raw."""
     rows = []
-    version = prompt_version()
     for item_id, a in zip(item_ids, answers, strict=True):
         text = a.get("text")
         verdict = parse_verdict(text) if text is not None else None

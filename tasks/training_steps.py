@@ -40,7 +40,8 @@ def guard_offline(fx: Factory, guard: guards.Guard, benchmark: str, items: Any, 
                   workdir: Path) -> dict[str, Any]:
     assert guard.checkpoint is not None
     answers = guards.run_offline(guard.checkpoint, items, ev.vllm, ev.max_tokens, ev.structured, workdir)
-    rows = guards.prediction_rows(guard, benchmark, items["item_id"].to_list(), answers, fx.run_id)
+    rows = guards.prediction_rows(guard, benchmark, items["item_id"].to_list(), answers,
+                                  guards.answer_version(ev.max_tokens), fx.run_id)
     fx.warehouse.insert("predictions", rows, on_conflict="replace")
     return _counts(rows)
 
@@ -50,6 +51,6 @@ def guard_endpoint_batch(fx: Factory, guard: guards.Guard, benchmark: str, items
     results = fx.pool.run(guards.endpoint_requests(guard, items, ev.max_tokens, ev.structured),
                           desc=f"eval {guard.model}")  # no colons: rich reads :name: as an emoji
     rows = guards.prediction_rows(guard, benchmark, items["item_id"].to_list(), guards.endpoint_answers(results),
-                                  fx.run_id)
+                                  guards.answer_version(ev.max_tokens), fx.run_id)
     fx.warehouse.insert("predictions", rows, on_conflict="replace")
     return {**_counts(rows), "cached": sum(r.cached for r in results)}

@@ -3,7 +3,7 @@
 DuckDB lets one process write a file, and a read-write open excludes every reader in other processes.
 A flow runs for minutes, yet `libra sql` must answer while it runs, and two scheduled flows may overlap.
 So no connection is held for long: every read or write opens the file, does its work in one short
-transaction and closes it, under an advisory lock file beside the database (`<file>.lock`): shared
+transaction and closes it, under an advisory lock file beside the database (`.<file>.locks/data.lock`): shared
 for readers, exclusive for writers, waiting (not failing) when the other side holds it. A writer holds
 the file for one batch insert (milliseconds), so readers and other writers wait at most that long.
 """
@@ -95,7 +95,10 @@ class Warehouse:
             if not create:
                 raise WarehouseError(f"{self.path}: no warehouse here (run a flow or `libra demo` first)")
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = _FileLock(Path(str(self.path) + ".lock"), lock_timeout_s)
+        # Lock files live in one hidden folder beside the database, not as a litter of siblings.
+        self.lock_dir = self.path.parent / f".{self.path.name}.locks"
+        self.lock_dir.mkdir(exist_ok=True)
+        self._lock = _FileLock(self.lock_dir / "data.lock", lock_timeout_s)
         self._local = threading.local()
         self.migrate()
 
@@ -142,7 +145,7 @@ class Warehouse:
         """Held by a flow for its whole run: two runs of the same stage on one warehouse take turns
         (the second then finds nothing pending) instead of both paying for the same LLM calls.
         Different stages still run side by side; their writes serialise on the data lock."""
-        lock = _FileLock(Path(f"{self.path}.{stage}.runlock"), timeout_s)
+        lock = _FileLock(self.lock_dir / f"{stage}.runlock", timeout_s)
         fd = os.open(lock.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             lock._acquire(fd, fcntl.LOCK_EX, time.monotonic() + timeout_s, f"{stage} run")

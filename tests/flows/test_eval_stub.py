@@ -102,6 +102,16 @@ def test_eval_cli_then_rerun_through_the_pool(eval_setup, prefect_harness):
     assert again["guards"][perfect]["pending"] == 0 and again["guards"][noisy]["pending"] == 0
     assert wh.scalar("SELECT count(*) FROM llm_calls") == calls  # a rerun after success calls nothing
 
+    # constrained decoding is another guard, side by side; another token budget answers again
+    choice = eval_flow(str(s["config"]), str(s["warehouse"]), guard="guard", benchmark="stub_bench",
+                       structured="choice")
+    assert choice["guards"][perfect + "+choice"]["pending"] == 48
+    assert wh.scalar("SELECT count(*) FROM llm_calls WHERE request::VARCHAR LIKE '%structured_outputs%'") == 48
+    longer = eval_flow(str(s["config"]), str(s["warehouse"]), guard="guard", benchmark="stub_bench", max_tokens="64")
+    assert longer["guards"][perfect]["pending"] == 48
+    assert wh.scalar("SELECT count(DISTINCT prompt_version) FROM predictions WHERE guard = ?", [perfect]) == 1
+    assert set(wh.query("SELECT guard FROM v_eval_comparison")["guard"]) == {perfect, noisy, perfect + "+choice"}
+
 
 @pytest.mark.slow
 def test_failed_calls_count_wrong_and_are_retried(eval_setup, prefect_harness):

@@ -17,7 +17,7 @@ ALTER TABLE training_runs ADD COLUMN device VARCHAR;       -- cpu | cuda:<name>,
 ALTER TABLE predictions ADD COLUMN how VARCHAR;            -- the parser's route (tasks/verdicts.py)
 ALTER TABLE predictions ADD COLUMN status VARCHAR DEFAULT 'ok';  -- ok | failed
 ALTER TABLE predictions ADD COLUMN error VARCHAR;
-ALTER TABLE predictions ADD COLUMN prompt_version VARCHAR;
+ALTER TABLE predictions ADD COLUMN prompt_version VARCHAR;  -- prompt template + token budget (answer_version)
 ALTER TABLE predictions ADD COLUMN call_key VARCHAR;       -- the llm_calls row (endpoint guards)
 ALTER TABLE predictions ADD COLUMN created_at TIMESTAMP DEFAULT current_timestamp;
 
