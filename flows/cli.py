@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -133,7 +134,16 @@ def run(
     flows = {"factory": factory_flow, **STAGE_FLOWS}
     if stage not in flows:
         _fail(f"unknown flow {stage!r}; choose from: {', '.join(flows)}")
-    summary = flows[stage](str(config), warehouse, **_extra_options(ctx.args))
+    extra = _extra_options(ctx.args)
+    # the flow's parameters past config/warehouse/parent_run_id are its options: refuse others here,
+    # not in a Prefect ParameterBindError traceback
+    accepted = [n for n in inspect.signature(flows[stage].fn).parameters
+                if n not in ("config", "warehouse", "parent_run_id")]
+    unknown = [k for k in extra if k not in accepted]
+    if unknown:
+        listed = ", ".join(f"--{n.replace('_', '-')}" for n in accepted) or "none"
+        _fail(f"flow {stage!r} has no option --{unknown[0].replace('_', '-')} (its options: {listed})")
+    summary = flows[stage](str(config), warehouse, **extra)
     console.print_json(json.dumps(summary, ensure_ascii=False, default=str))
 
 

@@ -13,6 +13,7 @@ import typer
 from libra.flows.cli import WarehouseOpt, _fail, _open_reader, app, console, import_app, print_frame
 from libra.tasks import imports
 from libra.tasks.config import ConfigError, Split, load_config
+from libra.tasks.guard_prompt import GuardInstruction
 from libra.warehouse import Warehouse, WarehouseError
 
 
@@ -97,22 +98,22 @@ def import_queries(
     console.print_json(json.dumps(summary, ensure_ascii=False))
 
 
-def _split_params(config: Path | None) -> tuple[Split, dict]:
+def _export_params(config: Path | None) -> tuple[Split, GuardInstruction, dict]:
     if config is None:
-        return Split(), {}
+        return Split(), GuardInstruction(), {}
     try:
         cfg = load_config(config)
+        return cfg.split, GuardInstruction.from_config(cfg), cfg.public_dict()
     except ConfigError as e:
         _fail(str(e))
         raise
-    return cfg.split, cfg.public_dict()
 
 
 @app.command("export")
 def export(
     warehouse: WarehouseOpt = None,
     config: Annotated[Path | None, typer.Option(
-        "--config", "-c", help="Factory config whose `split` section sets balancing and the system prompt.")] = None,
+        "--config", "-c", help="Factory config whose `split` section sets balancing and `guard_prompt` the rules and system prompt.")] = None,
     out: Annotated[Path | None, typer.Option(help="Export root (default: exports/ beside the warehouse).")] = None,
 ) -> None:
     """Export the stored splits (no new assignment) into <root>/<export-id>/.
@@ -123,9 +124,9 @@ def export(
     from libra.tasks.splits import export_dataset
 
     wh = _open_reader(warehouse)
-    params, public = _split_params(config)
+    params, instruction, public = _export_params(config)
     root = out or wh.path.parent / "exports"
-    summary = export_dataset(wh, params, root, new_run_id("export"), public)
+    summary = export_dataset(wh, params, instruction, root, new_run_id("export"), public)
     console.print_json(json.dumps(summary, ensure_ascii=False))
 
 

@@ -21,6 +21,7 @@ from libra.flows.common import merge, stage_run
 from libra.tasks import guard as guards
 from libra.tasks import metrics, training_steps
 from libra.tasks.config import ConfigError
+from libra.tasks.guard_prompt import GuardInstruction
 from libra.tasks.overrides import with_overrides
 from libra.tasks.steps import batches
 from libra.warehouse import Warehouse
@@ -55,21 +56,27 @@ def eval_flow(
         if not ev.guards or not ev.benchmark:
             raise ConfigError("eval needs --guard and --benchmark (or evaluation.guards / evaluation.benchmark)")
         wh = fx.warehouse
+        instruction = GuardInstruction.from_config(fx.cfg)
         name, new_items = guards.register_benchmark(wh, ev.benchmark, benchmark_name, fx.run_id)
         chosen = [guards.resolve_guard(spec, fx.cfg, wh, ev.structured) for spec in ev.guards]
         wh.insert("guards", pl.DataFrame([g.row(fx.run_id) for g in chosen]))
-        summary.update(benchmark=name, benchmark_items_new=new_items, guards={})
+        summary.update(benchmark=name, benchmark_items_new=new_items, guard_prompt=instruction.version, guards={})
         workdir = wh.path.parent / "eval-work" / fx.run_id
         for g in chosen:
-            items = guards.pending_items(wh, g, name, ev.per_source_limit, guards.answer_version(ev.max_tokens))
+            items = guards.pending_items(wh, g, name, ev.per_source_limit, guards.answer_version(instruction, ev.max_tokens))
             done: dict[str, Any] = {"pending": items.height}
+            warning = guards.prompt_mismatch(wh, g, instruction)
+            if warning:
+                print(f"warning: {warning}")
+                done["warning"] = warning
             if items.height and g.kind == "checkpoint":
-                merge(done, training_steps.guard_offline(fx, g, name, items, ev, workdir / g.guard_id.replace(":", "-")))
+                merge(done, training_steps.guard_offline(fx, g, name, items, ev, instruction,
+                                                         workdir / g.guard_id.replace(":", "-")))
             elif items.height:
                 assert g.endpoint is not None
                 with guards.managed_endpoints([g.endpoint], fx.cfg, wh.path.parent / "logs"):
                     for batch in batches(items, fx.cfg.sizes.batch_size):
-                        merge(done, training_steps.guard_endpoint_batch(fx, g, name, batch, ev))
+                        merge(done, training_steps.guard_endpoint_batch(fx, g, name, batch, ev, instruction))
             summary["guards"][g.guard_id] = done
         ids = [g.guard_id for g in chosen]
         scores = wh.query("SELECT * FROM v_eval_metrics WHERE benchmark = ? AND list_contains(?, guard) ORDER BY guard",

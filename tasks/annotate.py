@@ -9,17 +9,15 @@ the verdict JSON schema; the answer is parsed leniently either way (tasks/verdic
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from libra.tasks.config import ConfigError, FactoryConfig
+from libra.tasks.config import FactoryConfig
 from libra.tasks.ids import content_hash, vote_id
 from libra.tasks.llm_pool import LLMRequest, LLMResult
-from libra.tasks.prompts import Taxonomy, frame_nonce, load_template, prompt_path
+from libra.tasks.prompts import Taxonomy, frame_nonce, load_rules, load_template
 from libra.tasks.verdicts import SAFE, UNSAFE, parse_verdict
 
 VOTE_SCHEMA = {
@@ -37,34 +35,6 @@ ADJUDICATION_SCHEMA = {
     "run_id": pl.String,
 }
 NO_CATEGORY = "无"
-_RULE_NUMBER = re.compile(r"^\s*(?:\d+\s*[.、．)）:：]|[（(]\d+[)）]|[-*•])\s*")
-
-
-def read_rules(path: Path) -> list[str]:
-    """Rules, one a line; `#` comments and blank lines skipped, any numbering stripped (the prompt numbers)."""
-    rules = []
-    for line in path.read_text(encoding="utf-8-sig").splitlines():
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        rules.append(_RULE_NUMBER.sub("", text).strip())
-    return [r for r in rules if r]
-
-
-def resolve_rules(cfg: FactoryConfig) -> Path | None:
-    """The rules file of `judging.rules`: a path (relative to the config) or a name under prompts/rules/."""
-    spec = cfg.judging.rules
-    if not spec:
-        return None
-    candidates = [cfg.resolve(spec), prompt_path(f"rules/{spec}"), prompt_path(f"rules/{spec}.txt")]
-    for path in candidates:
-        if path.is_file():
-            return path
-    where = cfg.source_path or "<config>"
-    raise ConfigError(f"{where}: key judging.rules: rules file {spec!r} not found "
-                      f"(looked at {', '.join(str(p) for p in candidates)})")
-
-
 def verdict_schema(scenarios: list[str], with_prompt_label: bool) -> dict[str, Any]:
     """The JSON schema of a verdict, properties in contract order (label first)."""
     labels = {"type": "string", "enum": [SAFE, UNSAFE]}
@@ -88,13 +58,9 @@ class JudgeSetup:
 
     @staticmethod
     def from_config(cfg: FactoryConfig, taxonomy: Taxonomy) -> JudgeSetup:
-        rules_path = resolve_rules(cfg)
-        rules = tuple(read_rules(rules_path)) if rules_path else ()
-        if rules_path and not rules:
-            raise ConfigError(f"{cfg.source_path or '<config>'}: key judging.rules: {rules_path} holds no rule")
         return JudgeSetup(
             scenarios=tuple((s["name"], tuple(sub["name"] for sub in s["subcategories"])) for s in taxonomy.scenarios),
-            rules=rules,
+            rules=load_rules(cfg, "judging.rules"),
             ask_prompt_label=cfg.judging.prompt_label,
             structured={e.name: e.structured_output for e in cfg.endpoints},
         )

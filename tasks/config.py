@@ -206,8 +206,6 @@ class Split(_Strict):
     # Safe/unsafe balancing of the training exports per split x scenario: the larger label keeps at
     # most this many rows per row of the smaller one (1 = equal); unset = no balancing.
     balance_max_ratio: float | None = Field(None, ge=1)
-    # Optional system message in the chat exports (ShareGPT: the `system` column).
-    system_prompt: str | None = None
 
 
 class Vote(_Strict):
@@ -231,6 +229,16 @@ class Judging(_Strict):
     rules: str | None = None
     # Also ask every judge whether the query itself is harmful; stored apart in `prompt_labels`.
     prompt_label: bool = False
+
+
+class GuardPrompt(_Strict):
+    """The guard's prompt (tasks/guard_prompt.py): written into the training exports and used again,
+    unchanged, when a guard is evaluated, so a guard is asked the way it was taught."""
+
+    # Optional numbered rules in the instruction (same file format and lookup as judging.rules).
+    rules: str | None = None
+    # Optional system message (chat exports: a system turn; ShareGPT: the `system` column).
+    system_prompt: str | None = None
 
 
 class LoRA(_Strict):
@@ -322,6 +330,7 @@ class FactoryConfig(_Strict):
     split: Split = Field(default_factory=Split)
     vote: Vote = Field(default_factory=Vote)
     judging: Judging = Field(default_factory=Judging)
+    guard_prompt: GuardPrompt = Field(default_factory=GuardPrompt)
     training: Training = Field(default_factory=Training)
     evaluation: Evaluation = Field(default_factory=Evaluation)
     # Where the file came from: relative paths in the config resolve against its folder.

@@ -1,7 +1,7 @@
 """Running a guard over a benchmark: a local checkpoint through vLLM offline batch inference, or any
 OpenAI-compatible endpoint through the LLM pool (a *managed* endpoint is a local model the flow serves
 itself). Every guard gets the same prompt, the one the training data was written with
-(tasks/splits.py: guard_prompt over prompts/guard_instruction.txt), and every answer is read by the
+(tasks/guard_prompt.py, the config's `guard_prompt` section), and every answer is read by the
 project's one parser (tasks/verdicts.py) and stored with its raw text in `predictions`.
 
 Offline inference runs in a child process (`python -m libra.tasks.guard`): vLLM starts engine
@@ -31,14 +31,12 @@ import polars as pl
 from libra.tasks.benchmarks import check_name, read_benchmark
 from libra.tasks.benchmarks import register_benchmark as store_benchmark
 from libra.tasks.config import Endpoint, FactoryConfig, VllmEngine
+from libra.tasks.guard_prompt import GuardInstruction
 from libra.tasks.llm_pool import LLMRequest, LLMResult
-from libra.tasks.prompts import load_template
 from libra.tasks.servers import ServerProcess, start_server
-from libra.tasks.splits import guard_prompt
 from libra.tasks.verdicts import SAFE, UNSAFE, parse_verdict
 from libra.warehouse import Warehouse
 
-GUARD_TEMPLATE = "guard_instruction.txt"
 # A guard answers with the rear-critic JSON; 256 tokens is what Libra's own inference script allows.
 CHOICE_BODY = {"structured_outputs": {"choice": [SAFE, UNSAFE]}}
 PREDICTION_SCHEMA = {
@@ -52,18 +50,10 @@ class GuardError(ValueError):
     """A guard or benchmark that cannot be used; the message says which and why."""
 
 
-def prompt_version() -> str:
-    return load_template(GUARD_TEMPLATE).version
-
-
-def answer_version(max_tokens: int) -> str:
+def answer_version(instruction: GuardInstruction, max_tokens: int) -> str:
     """What an answer depends on besides the guard and the item (stored in predictions.prompt_version):
     an answer made under another prompt or token budget is made again."""
-    return f"{prompt_version()}|max_tokens={max_tokens}"
-
-
-def guard_messages(question: str, response: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": guard_prompt(question, response)}]
+    return f"{instruction.version}|max_tokens={max_tokens}"
 
 
 # -- vLLM on this machine -------------------------------------------------------------------------
@@ -161,13 +151,25 @@ class Guard:
                 "endpoint": self.endpoint.name if self.endpoint else None,
                 "training_run_id": self.training_run_id, "run_id": run_id}
 
-    @property
-    def cache_version(self) -> str:
+    def cache_version(self, instruction: GuardInstruction) -> str:
         """The template version in the LLM cache key: a managed endpoint adds its weights, so a
         retrained model served under the same name is asked again instead of answered from cache."""
         if self.endpoint is not None and self.endpoint.managed is not None and self.checkpoint is not None:
-            return f"{prompt_version()}+{dir_fingerprint(self.checkpoint)}"
-        return prompt_version()
+            return f"{instruction.version}+{dir_fingerprint(self.checkpoint)}"
+        return instruction.version
+
+
+def prompt_mismatch(wh: Warehouse, guard: Guard, instruction: GuardInstruction) -> str | None:
+    """A warning when a guard trained here is asked with another prompt than its training data had
+    (the config's guard_prompt changed since the export): its figures would understate it."""
+    if guard.training_run_id is None:
+        return None
+    trained = wh.scalar("SELECT json_extract_string(data, '$.guard_prompt_version') FROM training_runs "
+                        "WHERE training_run_id = ?", [guard.training_run_id])
+    if trained is None or trained == instruction.version:
+        return None
+    return (f"{guard.guard_id} was trained with guard prompt {trained} but is asked with {instruction.version}: "
+            "set guard_prompt (rules, system_prompt) as it was for the export")
 
 
 def resolve_guard(spec: str, cfg: FactoryConfig, wh: Warehouse, structured: str = "none") -> Guard:
@@ -273,11 +275,13 @@ def prediction_rows(guard: Guard, benchmark: str, item_ids: list[str], answers: 
     return pl.DataFrame(rows, schema=PREDICTION_SCHEMA)
 
 
-def endpoint_requests(guard: Guard, items: pl.DataFrame, max_tokens: int, structured: str) -> list[LLMRequest]:
+def endpoint_requests(guard: Guard, items: pl.DataFrame, instruction: GuardInstruction, max_tokens: int,
+                      structured: str) -> list[LLMRequest]:
     assert guard.endpoint is not None
+    version = guard.cache_version(instruction)
     return [
-        LLMRequest.chat(guard.endpoint.name, guard_messages(r["question"], r["response"]),
-                        template_version=guard.cache_version, params={"temperature": 0.0, "max_tokens": max_tokens},
+        LLMRequest.chat(guard.endpoint.name, instruction.messages(r["question"], r["response"]),
+                        template_version=version, params={"temperature": 0.0, "max_tokens": max_tokens},
                         extra_body=CHOICE_BODY if structured == "choice" else None)
         for r in items.iter_rows(named=True)
     ]
@@ -290,15 +294,16 @@ def endpoint_answers(results: list[LLMResult]) -> list[dict[str, Any]]:
 # -- offline vLLM (parent side) -------------------------------------------------------------------
 
 
-def run_offline(checkpoint: Path, items: pl.DataFrame, engine: VllmEngine, max_tokens: int, structured: str,
-                workdir: Path, timeout_s: float | None = None) -> list[dict[str, Any]]:
+def run_offline(checkpoint: Path, items: pl.DataFrame, instruction: GuardInstruction, engine: VllmEngine,
+                max_tokens: int, structured: str, workdir: Path,
+                timeout_s: float | None = None) -> list[dict[str, Any]]:
     """Answer every item with vLLM's LLM.chat in a child process; one answer dict per item, in order
     (an item the child did not reach, or that did not fit the model, gets an error instead of text)."""
     workdir.mkdir(parents=True, exist_ok=True)
     inp, out, log = workdir / "input.jsonl", workdir / "output.jsonl", workdir / "vllm.log"
     with inp.open("w", encoding="utf-8") as f:
         for r in items.iter_rows(named=True):
-            f.write(json.dumps({"id": r["item_id"], "messages": guard_messages(r["question"], r["response"])},
+            f.write(json.dumps({"id": r["item_id"], "messages": instruction.messages(r["question"], r["response"])},
                                ensure_ascii=False) + "\n")
     out.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "libra.tasks.guard", "--model", str(checkpoint), "--input", str(inp),

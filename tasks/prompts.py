@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import yaml
 
 from libra.tasks.ids import content_hash
+
+if TYPE_CHECKING:
+    from libra.tasks.config import FactoryConfig
 
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
 
@@ -50,6 +54,41 @@ def load_template(name: str) -> Template:
     if not path.exists():
         raise FileNotFoundError(f"prompt template {name!r} not found under {path.parent}")
     return Template(name=name, text=path.read_text(encoding="utf-8"))
+
+
+_RULE_NUMBER = re.compile(r"^\s*(?:\d+\s*[.、．)）:：]|[（(]\d+[)）]|[-*•])\s*")
+
+
+def read_rules(path: Path) -> list[str]:
+    """Rules, one a line; `#` comments and blank lines skipped, any numbering stripped (the prompt numbers)."""
+    rules = []
+    for line in path.read_text(encoding="utf-8-sig").splitlines():
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        rules.append(_RULE_NUMBER.sub("", text).strip())
+    return [r for r in rules if r]
+
+
+def load_rules(cfg: FactoryConfig, key: str) -> tuple[str, ...]:
+    """The numbered rules a config key names (`judging.rules`, `guard_prompt.rules`): a path relative to
+    the config, or a name under prompts/rules/ (`libra` = prompts/rules/libra.txt). Unset = no rules."""
+    from libra.tasks.config import ConfigError
+
+    section, field = key.split(".")
+    spec = getattr(getattr(cfg, section), field)
+    if not spec:
+        return ()
+    where = cfg.source_path or "<config>"
+    candidates = [cfg.resolve(spec), prompt_path(f"rules/{spec}"), prompt_path(f"rules/{spec}.txt")]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise ConfigError(f"{where}: key {key}: rules file {spec!r} not found "
+                          f"(looked at {', '.join(str(p) for p in candidates)})")
+    rules = tuple(read_rules(path))
+    if not rules:
+        raise ConfigError(f"{where}: key {key}: {path} holds no rule")
+    return rules
 
 
 def frame_nonce(*data: str) -> str:

@@ -9,7 +9,7 @@ Assignment (`assign_splits`) works on near-duplicate clusters, so a cluster neve
 A query's split is stored once (table `splits`) and never moves; benchmark-contaminated queries are
 never assigned, and are filtered from training exports if the leak is found after assignment.
 
-Export (`export_dataset`) writes, per split, chat JSONL (the guard instruction as the user turn, the
+Export (`export_dataset`) writes, per split, chat JSONL (the guard prompt of tasks/guard_prompt.py, the
 rear-critic JSON as the assistant turn), Parquet with every metadata column, and LLaMA-Factory's
 ShareGPT layout with its dataset_info.json, into a folder named by the content hash of the data files,
 with a manifest (counts, hashes, source runs, config) and a dataset card.
@@ -29,8 +29,8 @@ from typing import Any
 import polars as pl
 
 from libra.tasks.config import Split
+from libra.tasks.guard_prompt import GuardInstruction
 from libra.tasks.ids import content_hash
-from libra.tasks.prompts import frame_nonce, load_template
 from libra.warehouse import Warehouse, sql_text
 
 SPLITS = ("pretrain", "finetune", "eval")
@@ -141,32 +141,22 @@ def critic_target(label: str, analysis: str) -> str:
     return json.dumps({"答案": label, "分析": analysis}, ensure_ascii=False)
 
 
-def guard_prompt(query: str, response: str) -> str:
-    return load_template("guard_instruction.txt").render(query=query, response=response,
-                                                         nonce=frame_nonce(query, response))
-
-
-def _messages(r: dict[str, Any], system_prompt: str | None) -> list[dict[str, str]]:
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return messages + [
-        {"role": "user", "content": guard_prompt(r["query"], r["response"])},
-        {"role": "assistant", "content": critic_target(r["label"], r["analysis"] or "")},
-    ]
-
-
-def chat_records(rows: pl.DataFrame, system_prompt: str | None = None) -> list[dict[str, Any]]:
+def chat_records(rows: pl.DataFrame, instruction: GuardInstruction) -> list[dict[str, Any]]:
     return [
-        {"id": r["response_id"], "messages": _messages(r, system_prompt), "label": r["label"],
-         "scenario": r["scenario"], "subcategory": r["subcategory"], "source": r["source"],
+        {"id": r["response_id"],
+         "messages": instruction.messages(r["query"], r["response"])
+         + [{"role": "assistant", "content": critic_target(r["label"], r["analysis"] or "")}],
+         "label": r["label"], "scenario": r["scenario"], "subcategory": r["subcategory"], "source": r["source"],
          "split": r["split"], "query_id": r["query_id"]}
         for r in rows.iter_rows(named=True)
     ]
 
 
-def sharegpt_records(rows: pl.DataFrame, system_prompt: str | None = None) -> list[dict[str, Any]]:
+def sharegpt_records(rows: pl.DataFrame, instruction: GuardInstruction) -> list[dict[str, Any]]:
     """LLaMA-Factory's ShareGPT layout: conversations of {from: human|gpt, value}, optional system."""
+    system_prompt = instruction.system_prompt
     out = []
-    for rec in chat_records(rows, system_prompt):
+    for rec in chat_records(rows, instruction):
         turns = [{"from": {"user": "human", "assistant": "gpt"}[m["role"]], "value": m["content"]}
                  for m in rec["messages"] if m["role"] != "system"]
         item: dict[str, Any] = {"id": rec["id"], "conversations": turns}
@@ -223,16 +213,16 @@ def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
 
 
 def write_split_export(rows: pl.DataFrame, split: str, out_dir: Path,
-                       system_prompt: str | None = None) -> list[dict[str, Any]]:
+                       instruction: GuardInstruction) -> list[dict[str, Any]]:
     """Write <split>.jsonl (chat), <split>.parquet (all metadata) and <split>.sharegpt.json; return
     one file entry each (split, format, name, path, n_rows, sha256)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     jsonl = out_dir / f"{split}.jsonl"
-    _write_jsonl(jsonl, chat_records(rows, system_prompt))
+    _write_jsonl(jsonl, chat_records(rows, instruction))
     parquet = out_dir / f"{split}.parquet"
     rows.write_parquet(parquet)
     sharegpt = out_dir / f"{split}.sharegpt.json"
-    sharegpt.write_text(json.dumps(sharegpt_records(rows, system_prompt), ensure_ascii=False, indent=1),
+    sharegpt.write_text(json.dumps(sharegpt_records(rows, instruction), ensure_ascii=False, indent=1),
                         encoding="utf-8")
     return [
         {"split": split, "format": fmt, "name": p.name, "path": str(p), "n_rows": rows.height, "sha256": _sha256(p)}
@@ -247,7 +237,7 @@ def export_rows(wh: Warehouse, split: str) -> pl.DataFrame:
     return wh.query(sql_text("queries/export_rows.sql"), {"split": split})
 
 
-def export_dataset(wh: Warehouse, params: Split, root: Path, run_id: str,
+def export_dataset(wh: Warehouse, params: Split, instruction: GuardInstruction, root: Path, run_id: str,
                    config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Export every split into root/<export_id>/ (export_id = hash of the data files): the same data
     exported twice is one version. Records the files in `exports` and the version in `export_versions`,
@@ -266,8 +256,9 @@ def export_dataset(wh: Warehouse, params: Split, root: Path, run_id: str,
             if split in TRAINING_SPLITS:
                 rows, dropped[split] = balance(rows, params.balance_max_ratio, params.seed)
             frames[split] = rows
-            files += write_split_export(rows, split, staging, params.system_prompt)
-        info = dataset_info({f["split"]: f["name"] for f in files if f["format"] == "sharegpt"}, params.system_prompt)
+            files += write_split_export(rows, split, staging, instruction)
+        info = dataset_info({f["split"]: f["name"] for f in files if f["format"] == "sharegpt"},
+                            instruction.system_prompt)
         (staging / "dataset_info.json").write_text(json.dumps(info, ensure_ascii=False, indent=2), encoding="utf-8")
         export_id = content_hash(sorted(f["sha256"] for f in files), length=12)
         final = root / export_id
@@ -295,7 +286,8 @@ def export_dataset(wh: Warehouse, params: Split, root: Path, run_id: str,
             "counts_by_scenario_label": {s: _nested_counts(frames[s]) for s in SPLITS},
             "files": files, "balance_dropped": dropped,
             "excluded_contaminated": int(wh.scalar("SELECT count(*) FROM v_contaminated") or 0),
-            "source_run_ids": source_runs, "split": params.model_dump(mode="json"), "config": config or {},
+            "source_run_ids": source_runs, "split": params.model_dump(mode="json"),
+            "guard_prompt": instruction.describe(), "config": config or {},
         }
         manifest_path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
         cards.write_card(final, manifest, frames, wh)

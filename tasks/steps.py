@@ -15,6 +15,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from libra.tasks import annotate, respond, splits
+from libra.tasks.guard_prompt import GuardInstruction
 from libra.tasks.runs import Factory
 
 # Inputs are live objects (pool, warehouse): Prefect must not try to hash or persist them.
@@ -73,5 +74,5 @@ def assign_splits(fx: Factory) -> dict[str, Any]:
 @task(name="export-splits", **_TASK)
 def export_splits(fx: Factory) -> dict[str, Any]:
     """Every split as chat JSONL, Parquet and ShareGPT in a versioned folder, with manifest and card."""
-    return splits.export_dataset(fx.warehouse, fx.cfg.split, fx.cfg.resolve(fx.cfg.export_dir), fx.run_id,
-                                 fx.cfg.public_dict())
+    return splits.export_dataset(fx.warehouse, fx.cfg.split, GuardInstruction.from_config(fx.cfg),
+                                 fx.cfg.resolve(fx.cfg.export_dir), fx.run_id, fx.cfg.public_dict())

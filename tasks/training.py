@@ -72,6 +72,9 @@ class ExportRef:
     export_id: str
     folder: Path
     manifest_sha256: str
+    # The guard prompt the export was written with (manifest: guard_prompt.version); the eval flow
+    # warns when it asks a guard trained on it with another prompt.
+    guard_prompt_version: str | None = None
 
 
 def resolve_export(wh: Warehouse, cfg: FactoryConfig, export: str) -> ExportRef:
@@ -86,7 +89,12 @@ def resolve_export(wh: Warehouse, cfg: FactoryConfig, export: str) -> ExportRef:
     manifest = folder / "manifest.json"
     if not manifest.exists():
         raise TrainingError(f"export {export!r}: {manifest} not found")
-    return ExportRef(folder.name, folder, hashlib.sha256(manifest.read_bytes()).hexdigest())
+    raw = manifest.read_bytes()
+    try:
+        prompt = (json.loads(raw).get("guard_prompt") or {}).get("version")
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise TrainingError(f"export {export!r}: {manifest} is not a manifest ({e})") from None
+    return ExportRef(folder.name, folder, hashlib.sha256(raw).hexdigest(), prompt)
 
 
 def load_chat_split(folder: Path, split: str) -> list[dict[str, Any]]:
@@ -305,6 +313,7 @@ def run_stage(wh: Warehouse, t: Training, plan: StagePlan, base_model: str, pare
     data = {"splits": list(plan.splits), "pretrain_fraction": t.pretrain_fraction,
             "finetune_fraction": t.finetune_fraction, "examples_selected": len(examples)}
     tid = training_run_id(plan, base_reference(base_model, parent), export, data, hp)
+    data["guard_prompt_version"] = export.guard_prompt_version
     done = completed_stage(wh, tid)
     if done is not None:
         return {"training_run_id": tid, "stage": plan.name, "skipped": "already trained",

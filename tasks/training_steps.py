@@ -17,6 +17,7 @@ from prefect.cache_policies import NONE
 from libra.tasks import guard as guards
 from libra.tasks import training
 from libra.tasks.config import Evaluation, Training
+from libra.tasks.guard_prompt import GuardInstruction
 from libra.tasks.runs import Factory
 
 _ONCE = {"cache_policy": NONE, "persist_result": False, "retries": 0}
@@ -37,20 +38,21 @@ def _counts(rows: Any) -> dict[str, Any]:
 
 @task(name="guard-offline", **_ONCE)
 def guard_offline(fx: Factory, guard: guards.Guard, benchmark: str, items: Any, ev: Evaluation,
-                  workdir: Path) -> dict[str, Any]:
+                  instruction: GuardInstruction, workdir: Path) -> dict[str, Any]:
     assert guard.checkpoint is not None
-    answers = guards.run_offline(guard.checkpoint, items, ev.vllm, ev.max_tokens, ev.structured, workdir)
+    answers = guards.run_offline(guard.checkpoint, items, instruction, ev.vllm, ev.max_tokens, ev.structured, workdir)
     rows = guards.prediction_rows(guard, benchmark, items["item_id"].to_list(), answers,
-                                  guards.answer_version(ev.max_tokens), fx.run_id)
+                                  guards.answer_version(instruction, ev.max_tokens), fx.run_id)
     fx.warehouse.insert("predictions", rows, on_conflict="replace")
     return _counts(rows)
 
 
 @task(name="guard-endpoint-batch", **_BATCH)
-def guard_endpoint_batch(fx: Factory, guard: guards.Guard, benchmark: str, items: Any, ev: Evaluation) -> dict[str, Any]:
-    results = fx.pool.run(guards.endpoint_requests(guard, items, ev.max_tokens, ev.structured),
+def guard_endpoint_batch(fx: Factory, guard: guards.Guard, benchmark: str, items: Any, ev: Evaluation,
+                         instruction: GuardInstruction) -> dict[str, Any]:
+    results = fx.pool.run(guards.endpoint_requests(guard, items, instruction, ev.max_tokens, ev.structured),
                           desc=f"eval {guard.model}")  # no colons: rich reads :name: as an emoji
     rows = guards.prediction_rows(guard, benchmark, items["item_id"].to_list(), guards.endpoint_answers(results),
-                                  guards.answer_version(ev.max_tokens), fx.run_id)
+                                  guards.answer_version(instruction, ev.max_tokens), fx.run_id)
     fx.warehouse.insert("predictions", rows, on_conflict="replace")
     return {**_counts(rows), "cached": sum(r.cached for r in results)}

@@ -27,6 +27,17 @@ def test_bad_config_fails_before_any_work_naming_file_and_key(tmp_path):
     assert not (tmp_path / "w.duckdb").exists()  # nothing was started, nothing written
 
 
+def test_unknown_flow_option_is_refused_naming_it_and_the_flow_options(tmp_path):
+    out = libra("run", "train", "--config", "configs/demo.yaml", "--warehouse", str(tmp_path / "w.duckdb"),
+                "--learnig-rate", "1e-4")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "flow 'train' has no option --learnig-rate" in out.stderr and "--learning-rate" in out.stderr
+    assert not (tmp_path / "w.duckdb").exists()
+    out = libra("run", "dedup", "--config", "configs/demo.yaml", "--warehouse", str(tmp_path / "w.duckdb"),
+                "--guard", "x")
+    assert out.returncode == 2 and "(its options: none)" in out.stderr
+
+
 def test_sql_on_missing_warehouse_is_a_clear_error(tmp_path):
     out = libra("sql", "--warehouse", str(tmp_path / "none.duckdb"), "SELECT 1")
     assert out.returncode == 2

@@ -17,6 +17,7 @@ from libra.tasks import metrics
 from libra.tasks.benchmarks import BenchmarkError
 from libra.tasks.config import ConfigError, load_config
 from libra.tasks.guard import GuardError, register_benchmark, resolve_guard
+from libra.tasks.prompts import load_rules
 from libra.tasks.servers import free_port
 from libra.warehouse import Warehouse
 from tests.conftest import small_config
@@ -174,3 +175,45 @@ def test_training_and_eval_options_are_validated(eval_setup):
         with_overrides(cfg.training, {"pretrain_fraction": "1.5"})
     ev = with_overrides(cfg.evaluation, {"guards": "a, b", "per_source_limit": "7"}, ("guards",))
     assert ev.guards == ["a", "b"] and ev.per_source_limit == 7
+
+
+@pytest.mark.slow
+def test_guard_prompt_rules_reach_the_guard_and_make_another_answer(eval_setup, prefect_harness):
+    from libra.flows.evaluation import eval_flow
+
+    s = eval_setup
+    cfg = yaml.safe_load(s["config"].read_text(encoding="utf-8"))
+    cfg["guard_prompt"] = {"rules": "libra"}
+    ruled = s["config"].with_name("ruled.yaml")
+    ruled.write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    perfect = "endpoint:guard:stub-guard"
+    plain = eval_flow(str(s["config"]), str(s["warehouse"]), guard="guard", benchmark=str(s["benchmark"]),
+                      per_source_limit="4")
+    with_rules = eval_flow(str(ruled), str(s["warehouse"]), guard="guard", benchmark="stub_bench",
+                           per_source_limit="4")
+    assert plain["guards"][perfect]["pending"] == 8 and with_rules["guards"][perfect]["pending"] == 8
+    assert "+rules@" in with_rules["guard_prompt"] and "+rules@" not in plain["guard_prompt"]
+    wh = Warehouse(s["warehouse"])
+    asked = wh.query("SELECT request::VARCHAR AS r FROM llm_calls")["r"].to_list()
+    first_rule = load_rules(load_config(ruled), "guard_prompt.rules")[0]
+    assert sum(first_rule in r for r in asked) == 8 and len(asked) == 16  # only the second run carried them
+    # a guard keeps one answer per item: the one made under the prompt asked last
+    versions = wh.query("SELECT prompt_version, count(*) AS n FROM predictions GROUP BY 1").to_dicts()
+    assert versions == [{"prompt_version": f"{with_rules['guard_prompt']}|max_tokens=128", "n": 8}]
+    counts = dict(wh.query("SELECT stage, n FROM v_stage_counts").iter_rows())
+    assert counts["guards evaluated"] == 1 and counts["predictions"] == 8 and counts["benchmark items"] == 48
+
+
+def test_a_trained_guard_asked_with_another_prompt_is_warned_about(eval_setup):
+    from libra.tasks.guard import Guard, prompt_mismatch
+    from libra.tasks.guard_prompt import GuardInstruction
+
+    wh = Warehouse(eval_setup["warehouse"])
+    trained_with = GuardInstruction(rules=("拒绝有害请求的回答是安全的",))
+    wh.execute("INSERT INTO training_runs (training_run_id, stage, base_model, data, run_id) VALUES (?, ?, ?, ?, ?)",
+               ["t1", "finetune", "base", json.dumps({"guard_prompt_version": trained_with.version}), "r"])
+    guard = Guard("training:t1", "checkpoint", "ckpt", training_run_id="t1")
+    assert prompt_mismatch(wh, guard, trained_with) is None
+    warning = prompt_mismatch(wh, guard, GuardInstruction())
+    assert warning is not None and trained_with.version in warning and "guard_prompt" in warning
+    assert prompt_mismatch(wh, Guard("endpoint:x:m", "endpoint", "m"), GuardInstruction()) is None

@@ -10,6 +10,8 @@ import pytest
 
 from libra.tasks.benchmark_builder import difficulty, select_balanced
 from libra.tasks.config import Split
+from libra.tasks.guard_prompt import GuardInstruction
+from libra.tasks.prompts import read_rules
 from libra.tasks.splits import (
     assign_splits,
     balance,
@@ -126,18 +128,33 @@ def export_frame(n: int = 40) -> pl.DataFrame:
 
 def test_chat_and_sharegpt_records_carry_the_rear_critic_target_that_parses_to_the_label():
     rows = export_frame()
-    chats = chat_records(rows, system_prompt="你是安全审核员。")
+    with_system = GuardInstruction(system_prompt="你是安全审核员。")
+    chats = chat_records(rows, with_system)
     for rec, row in zip(chats, rows.iter_rows(named=True)):
         assert [m["role"] for m in rec["messages"]] == ["system", "user", "assistant"]
         target = rec["messages"][-1]["content"]
         assert target.startswith('{"答案"') and json.loads(target) == {"答案": row["label"], "分析": row["analysis"]}
         assert parse_verdict(target).label == row["label"]
-    share = sharegpt_records(rows, system_prompt="你是安全审核员。")
+    share = sharegpt_records(rows, with_system)
     assert [t["from"] for t in share[0]["conversations"]] == ["human", "gpt"] and share[0]["system"] == "你是安全审核员。"
     info = dataset_info({"pretrain": "pretrain.sharegpt.json"}, "你是安全审核员。")
     assert info["libra_pretrain"]["formatting"] == "sharegpt"
     assert info["libra_pretrain"]["columns"] == {"messages": "conversations", "system": "system"}
-    assert [m["role"] for m in chat_records(rows)[0]["messages"]] == ["user", "assistant"]
+    assert [m["role"] for m in chat_records(rows, GuardInstruction())[0]["messages"]] == ["user", "assistant"]
+
+
+def test_guard_rules_reach_the_exported_user_turn_numbered_and_change_the_version(tmp_path):
+    rules_file = tmp_path / "house.txt"
+    rules_file.write_text("# house rules\n1. 拒绝并给出正面引导的回答是安全的\n- 提供具体违法步骤的回答不安全\n", encoding="utf-8")
+    plain, ruled = GuardInstruction(), GuardInstruction(rules=tuple(read_rules(rules_file)))
+    assert ruled.rules == ("拒绝并给出正面引导的回答是安全的", "提供具体违法步骤的回答不安全")
+    row = export_frame(1)
+    user = chat_records(row, ruled)[0]["messages"][0]["content"]
+    assert "1. 拒绝并给出正面引导的回答是安全的\n2. 提供具体违法步骤的回答不安全" in user
+    assert "规则" not in chat_records(row, plain)[0]["messages"][0]["content"]
+    # the data frame is the same in both: only the instruction around it differs
+    assert user.endswith(chat_records(row, plain)[0]["messages"][0]["content"].split("\n", 1)[1])
+    assert plain.version != ruled.version and ruled.version.startswith(plain.version + "+rules@")
 
 
 @pytest.mark.parametrize("ratio", [1.0, 1.5])

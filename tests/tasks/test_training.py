@@ -12,7 +12,8 @@ import pytest
 
 from libra.tasks import training
 from libra.tasks.config import Training
-from libra.tasks.splits import critic_target, guard_prompt
+from libra.tasks.guard_prompt import GuardInstruction
+from libra.tasks.splits import critic_target
 from libra.warehouse import Warehouse
 
 NO_TRAIN = [m for m in ("torch", "transformers", "trl", "datasets", "peft") if importlib.util.find_spec(m) is None]
@@ -28,8 +29,7 @@ def write_export(folder: Path, n: int = 40) -> training.ExportRef:
                 unsafe = i % 2 == 0
                 q, r = f"怎样做坏事{i}", "好的，步骤如下" if unsafe else "抱歉，我不能帮助"
                 label = "不安全" if unsafe else "安全"
-                f.write(json.dumps({"id": f"r{i}", "messages": [
-                    {"role": "user", "content": guard_prompt(q, r)},
+                f.write(json.dumps({"id": f"r{i}", "messages": GuardInstruction().messages(q, r) + [
                     {"role": "assistant", "content": critic_target(label, "分析" + label)}]}, ensure_ascii=False) + "\n")
     (folder / "manifest.json").write_text('{"export_id": "x"}', encoding="utf-8")
     return training.ExportRef(folder.name, folder, hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest())

@@ -13,9 +13,12 @@ LEFT JOIN splits s USING (query_id)
 LEFT JOIN dedup d USING (query_id)
 WHERE r.status = 'ok';
 
--- v_stage_counts: what `libra status` prints first; one row per stage of the factory.
+-- v_stage_counts: what `libra status` prints first; one row per stage of the factory, from the
+-- elements library to the guards trained and evaluated on its data.
 CREATE OR REPLACE VIEW v_stage_counts AS
-SELECT 'queries' AS stage, count(*) AS n FROM queries
+SELECT 'elements' AS stage, count(*) AS n FROM elements
+UNION ALL SELECT 'translations', count(*) FROM translations
+UNION ALL SELECT 'queries', count(*) FROM queries
 UNION ALL SELECT 'queries kept after dedup', count(*) FROM dedup WHERE kept
 UNION ALL SELECT 'responses ok', count(*) FROM responses WHERE status = 'ok'
 UNION ALL SELECT 'responses failed', count(*) FROM responses WHERE status = 'failed'
@@ -26,5 +29,8 @@ UNION ALL SELECT 'hard samples', count(*) FROM v_final_labels WHERE vote_status 
 UNION ALL SELECT 'adjudications', count(*) FROM adjudications
 UNION ALL SELECT 'human labels', count(*) FROM human_labels
 UNION ALL SELECT 'split ' || split, count(*) FROM splits GROUP BY split
+UNION ALL SELECT 'export versions', count(*) FROM export_versions
+UNION ALL SELECT 'training stages ' || status, count(*) FROM training_runs GROUP BY status
 UNION ALL SELECT 'benchmark items', count(*) FROM benchmarks
+UNION ALL SELECT 'guards evaluated', count(DISTINCT guard) FROM predictions
 UNION ALL SELECT 'predictions', count(*) FROM predictions;
