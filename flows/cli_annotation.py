@@ -11,21 +11,19 @@ import typer
 
 from libra.flows.cli import WarehouseOpt, _fail, _open_reader, app, console, err
 from libra.tasks.human_labels import LabelSheetError, export_hard, import_labels
+from libra.tasks.jsonl import json_lines
 from libra.tasks.verdicts import parse_verdict
 
 
 def _parse_lines(source: TextIO, out: TextIO) -> tuple[int, int]:
     """One output line per non-blank input line; a broken input line gets an `error` and label null."""
     seen = bad = 0
-    for n, line in enumerate(source, start=1):
-        if not line.strip():
-            continue
+    for jl in json_lines(source):
+        n, obj = jl.lineno, jl.value
         seen += 1
         record: dict[str, object] = {"line": n}
-        try:
-            obj = json.loads(line)
-        except ValueError as e:
-            obj, record["error"] = None, f"line {n}: not valid JSON ({e})"
+        if jl.error:
+            record["error"] = f"line {n}: {jl.error}"
         if obj is not None and not (isinstance(obj, dict) and isinstance(obj.get("text"), str | None)):
             obj, record["error"] = None, f"line {n}: expected an object with a string 'text' field"
         if obj is not None and "id" in obj:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from libra.flows.cli import WarehouseOpt, _fail, app, err, import_app
 from libra.tasks.config import ConfigError, Dedup, load_config
 from libra.tasks.errors import InputError
+from libra.tasks.jsonl import json_lines
 
 
 class _InputError(InputError):
@@ -30,13 +31,10 @@ def _read_items(path: Path, ids: dict[str, Any]) -> Iterator[tuple[str, str]]:
         raise _InputError(f"{path}: cannot read: {e.strerror or e}") from None
     with f:
         try:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise _InputError(f"{path}:{n}: invalid JSON: {e.msg} (column {e.colno})") from None
+            for jl in json_lines(f):
+                n, rec = jl.lineno, jl.value
+                if jl.error:
+                    raise _InputError(f"{path}:{n}: {jl.error}")
                 if not isinstance(rec, dict):
                     raise _InputError(f"{path}:{n}: expected an object with 'id' and 'text'")
                 rid, text = rec.get("id"), rec.get("text")

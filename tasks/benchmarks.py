@@ -15,6 +15,7 @@ from typing import Any
 import polars as pl
 
 from libra.tasks.errors import InputError
+from libra.tasks.jsonl import json_lines
 from libra.warehouse import Warehouse, sql_text
 
 LABELS = ("安全", "不安全")
@@ -51,13 +52,10 @@ def _records(path: Path) -> list[tuple[str, Any]]:
         raise BenchmarkError(f"{path}: not UTF-8 (invalid byte at offset {e.start})") from None
     if text.lstrip().startswith("{"):  # JSON Lines
         out = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                out.append((f"line {n}", json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise BenchmarkError(f"{path}: line {n}: invalid JSON: {e.msg} (column {e.colno})") from None
+        for jl in json_lines(text.splitlines()):
+            if jl.error:
+                raise BenchmarkError(f"{path}: line {jl.lineno}: {jl.error}")
+            out.append((f"line {jl.lineno}", jl.value))
         return out
     try:
         data = json.loads(text)

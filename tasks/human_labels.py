@@ -22,6 +22,7 @@ from typing import Any
 import polars as pl
 
 from libra.tasks.errors import InputError
+from libra.tasks.jsonl import json_lines
 from libra.tasks.runs import finish_run, start_run
 from libra.warehouse import Warehouse, sql_text
 
@@ -162,13 +163,10 @@ def _read_csv(path: Path, errors: list[str]) -> list[SheetRow]:
 def _read_jsonl(path: Path, errors: list[str]) -> list[SheetRow]:
     rows: list[SheetRow] = []
     with path.open(encoding="utf-8-sig") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError as e:
-                errors.append(f"line {n}: not valid JSON ({e})")
+        for jl in json_lines(f):
+            n, obj = jl.lineno, jl.value
+            if jl.error:
+                errors.append(f"line {n}: {jl.error}")
                 continue
             if not isinstance(obj, dict):
                 errors.append(f"line {n}: expected a JSON object, got {type(obj).__name__}")

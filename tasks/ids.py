@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import unicodedata
+from pathlib import Path
 from typing import Any
 
 _SPACE = re.compile(r"\s+")
@@ -36,3 +37,12 @@ def response_id(qid: str, responder_model: str, sample_index: int) -> str:
 
 def vote_id(rid: str, judge_model: str) -> str:
     return "v" + content_hash(rid, judge_model)
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB chunks (exports and imports can be large)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -29,7 +29,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from libra.tasks.errors import InputError
-from libra.tasks.ids import content_hash, query_id
+from libra.tasks.ids import content_hash, file_sha256, query_id
+from libra.tasks.jsonl import json_lines
 from libra.tasks.prompts import Taxonomy, load_taxonomy, prompt_path
 from libra.warehouse import Warehouse
 
@@ -335,20 +336,14 @@ def decode(data: bytes, encoding: str) -> str:
 
 def _records_jsonl(path: Path, text: str, bad: list[BadRow]) -> list[Record]:
     out: list[Record] = []
-    row = 0
-    for i, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        row += 1
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as e:
-            bad.append(BadRow(str(path), row, i, f"not valid JSON ({e.msg}: column {e.colno})", line))
-            continue
-        if not isinstance(value, dict):
-            bad.append(BadRow(str(path), row, i, f"expected a JSON object, got {type(value).__name__}", line))
-            continue
-        out.append(Record(path, row, i, value, line))
+    for row, jl in enumerate(json_lines(text.split("\n")), start=1):
+        if jl.error:
+            bad.append(BadRow(str(path), row, jl.lineno, jl.error, jl.text))
+        elif not isinstance(jl.value, dict):
+            bad.append(BadRow(str(path), row, jl.lineno, f"expected a JSON object, got {type(jl.value).__name__}",
+                              jl.text))
+        else:
+            out.append(Record(path, row, jl.lineno, jl.value, jl.text))
     return out
 
 
@@ -504,7 +499,7 @@ def _as_text(value: Any) -> str | None:
     return str(value) if not isinstance(value, list | dict) else json.dumps(value, ensure_ascii=False)
 
 
-def _category_value(value: Any) -> str | list[str] | None:
+def category_value(value: Any) -> str | list[str] | None:
     """A category cell; a list (JSON list or a Python list literal like "['a', 'b']") stays a list."""
     if isinstance(value, list):
         return [str(v) for v in value]
@@ -544,7 +539,7 @@ def _validate(rec: Record, cols: dict[str, str | None], spec: ImportSpec,
     if spec.language == "zh" and not _CJK.search(text):
         raise ValueError(f"text in column {cols['text']!r} has no Chinese characters (language: zh)")
     category = (rec.file.stem if spec.category_from == "filename"
-                else _category_value(rec.fields.get(cols["category"])) if cols["category"] else None)
+                else category_value(rec.fields.get(cols["category"])) if cols["category"] else None)
     subcategory = _as_text(rec.fields.get(cols["subcategory"])) if cols["subcategory"] else None
     scenario = sub = None
     if mapping is not None:
@@ -619,23 +614,13 @@ def read_import(files: list[Path], spec: ImportSpec, *, limit: int | None = None
                 file_bad.append(BadRow(str(path), rec.row, rec.line, str(e), rec.raw))
         file_bad.sort(key=lambda b: (b.row or 0))
         bad += file_bad
-        file_info.append({"file": str(path), "sha256": _file_hash(path), "encoding": encoding,
+        file_info.append({"file": str(path), "sha256": file_sha256(path), "encoding": encoding,
                           "records": len(records), "bad": len(file_bad)})
     frame = pl.DataFrame(rows, schema=QUERY_COLUMNS)
     unique = frame.unique(subset="query_id", keep="first", maintain_order=True)
     return ImportResult(rows=unique, bad=bad, files=file_info, n_records=n_records,
                         n_duplicates=frame.height - unique.height, spec=spec,
                         mapping=mapping.version if mapping else None)
-
-
-def _file_hash(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def failure_message(bad: list[BadRow], shown: int = 5) -> str:

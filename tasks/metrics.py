@@ -26,6 +26,7 @@ import json_repair
 import polars as pl
 
 from libra.tasks.errors import InputError
+from libra.tasks.jsonl import json_lines
 from libra.tasks.verdicts import SAFE, UNSAFE
 
 # What an answer was, for the confusion matrix: a label, or why there is none.
@@ -157,13 +158,10 @@ def _records(path: Path) -> list[tuple[int, Any]]:
         except json.JSONDecodeError as e:
             raise PredictionsFileError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
     out = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append((lineno, json.loads(line)))
-        except json.JSONDecodeError as e:
-            raise PredictionsFileError(f"{path}:{lineno}: not valid JSON: {e.msg}") from None
+    for jl in json_lines(text.splitlines()):
+        if jl.error:
+            raise PredictionsFileError(f"{path}:{jl.lineno}: {jl.error}")
+        out.append((jl.lineno, jl.value))
     return out
 
 

@@ -17,7 +17,6 @@ with a manifest (counts, hashes, source runs, config) and a dataset card.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -30,7 +29,7 @@ import polars as pl
 
 from libra.tasks.config import Split
 from libra.tasks.guard_prompt import GuardInstruction
-from libra.tasks.ids import content_hash
+from libra.tasks.ids import content_hash, file_sha256
 from libra.warehouse import Warehouse, sql_text
 
 SPLITS = ("pretrain", "finetune", "eval")
@@ -198,14 +197,6 @@ def balance(rows: pl.DataFrame, max_ratio: float | None, seed: int) -> tuple[pl.
     return kept, rows.height - kept.height
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     with path.open("w", encoding="utf-8") as f:
         for rec in records:
@@ -225,7 +216,7 @@ def write_split_export(rows: pl.DataFrame, split: str, out_dir: Path,
     sharegpt.write_text(json.dumps(sharegpt_records(rows, instruction), ensure_ascii=False, indent=1),
                         encoding="utf-8")
     return [
-        {"split": split, "format": fmt, "name": p.name, "path": str(p), "n_rows": rows.height, "sha256": _sha256(p)}
+        {"split": split, "format": fmt, "name": p.name, "path": str(p), "n_rows": rows.height, "sha256": file_sha256(p)}
         for fmt, p in (("chat-jsonl", jsonl), ("parquet", parquet), ("sharegpt", sharegpt))
     ]
 
@@ -291,7 +282,7 @@ def export_dataset(wh: Warehouse, params: Split, instruction: GuardInstruction, 
         }
         manifest_path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
         cards.write_card(final, manifest, frames, wh)
-    manifest_sha = _sha256(manifest_path)
+    manifest_sha = file_sha256(manifest_path)
     with wh.writer():
         wh.insert("exports", pl.DataFrame([
             {"export_id": f"{export_id}-{f['split']}-{f['format']}", "split": f["split"], "format": f["format"],

@@ -6,6 +6,7 @@ LLM cache), so a retried task redoes nothing that is stored."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import polars as pl
@@ -49,13 +50,20 @@ def elements_batch(fx: Factory, plan: pl.DataFrame, library: pl.DataFrame) -> di
     return {"calls": len(results), "elements_new": new, "rejected": dict(rejected)}
 
 
+def _store_new_queries(fx: Factory, parse: Callable[..., Any], asked: pl.DataFrame,
+                       results: list[Any]) -> tuple[pl.DataFrame, int, Counter[str]]:
+    """Parse the answers twice: once to learn which query ids they make, then against the ones of
+    those already stored (so a stored text counts as `duplicate_of_earlier`, not as new)."""
+    candidates, _, _ = parse(asked, results, set(), fx.run_id)
+    stored = existing_ids(fx.warehouse, "queries", "query_id", candidates["query_id"].to_list())
+    rows, calls, rejected = parse(asked, results, stored, fx.run_id)
+    return rows, _store(fx, "queries", rows, calls), rejected
+
+
 @task(name="synthesize-batch", **_TASK)
 def synthesize_batch(fx: Factory, plan: pl.DataFrame) -> dict[str, Any]:
     results = fx.pool.run(synthesize.synthesis_requests(plan, fx.cfg.roles.synthesizer), desc="synthesize")
-    candidates, _, _ = synthesize.parse_synthesis(plan, results, set(), fx.run_id)
-    stored = existing_ids(fx.warehouse, "queries", "query_id", candidates["query_id"].to_list())
-    rows, calls, rejected = synthesize.parse_synthesis(plan, results, stored, fx.run_id)
-    new = _store(fx, "queries", rows, calls)
+    rows, new, rejected = _store_new_queries(fx, synthesize.parse_synthesis, plan, results)
     return {"calls": len(results), "queries_new": new, "rejected": dict(rejected),
             "new_by_intent": dict(Counter(rows["intended_label"].to_list()))}
 
@@ -63,10 +71,7 @@ def synthesize_batch(fx: Factory, plan: pl.DataFrame) -> dict[str, Any]:
 @task(name="augment-batch", **_TASK)
 def augment_batch(fx: Factory, pending: pl.DataFrame) -> dict[str, Any]:
     results = fx.pool.run(synthesize.augmentation_requests(pending, fx.cfg.roles.synthesizer), desc="augment")
-    candidates, _, _ = synthesize.parse_augmentations(pending, results, set(), fx.run_id)
-    stored = existing_ids(fx.warehouse, "queries", "query_id", candidates["query_id"].to_list())
-    rows, calls, rejected = synthesize.parse_augmentations(pending, results, stored, fx.run_id)
-    new = _store(fx, "queries", rows, calls)
+    _, new, rejected = _store_new_queries(fx, synthesize.parse_augmentations, pending, results)
     return {"calls": len(results), "queries_new": new, "rejected": dict(rejected),
             "methods": dict(Counter(pending["aug_method"].to_list()))}
 

@@ -30,6 +30,7 @@ import polars as pl
 
 from libra.tasks.config import FactoryConfig, Training
 from libra.tasks.ids import content_hash
+from libra.tasks.jsonl import json_lines
 from libra.warehouse import Warehouse
 
 
@@ -104,15 +105,15 @@ def load_chat_split(folder: Path, split: str) -> list[dict[str, Any]]:
     if not path.exists():
         raise TrainingError(f"{path}: no {split} export in this folder")
     out = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            messages = rec["messages"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise TrainingError(f"{path}:{lineno}: not a chat record ({e})") from None
-        if len(messages) < 2 or messages[-1].get("role") != "assistant":
+    for jl in json_lines(path.read_text(encoding="utf-8").splitlines()):
+        lineno, rec = jl.lineno, jl.value
+        if jl.error:
+            raise TrainingError(f"{path}:{lineno}: {jl.error}")
+        messages = rec.get("messages") if isinstance(rec, dict) else None
+        if not isinstance(messages, list):
+            raise TrainingError(f"{path}:{lineno}: not a chat record (an object with a 'messages' list)")
+        if len(messages) < 2 or not all(isinstance(m, dict) for m in messages) \
+                or messages[-1].get("role") != "assistant":
             raise TrainingError(f"{path}:{lineno}: the last message must be the assistant's answer")
         out.append({"id": str(rec.get("id") or content_hash(messages)), "split": split,
                     "prompt": messages[:-1], "completion": messages[-1:]})

@@ -19,7 +19,6 @@ next sample index, at most `sizes.top_up_rounds` times in all.
 
 from __future__ import annotations
 
-import ast
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ import polars as pl
 
 from libra.tasks.generation import Attempts, CallOutcome, call_row
 from libra.tasks.ids import content_hash, query_id, response_id
-from libra.tasks.imports import BadRow, ImportFailure, ImportSpec, load_mapping, read_records
+from libra.tasks.imports import BadRow, ImportFailure, ImportSpec, category_value, load_mapping, read_records
 from libra.tasks.llm_pool import LLMRequest, LLMResult
 from libra.tasks.prompts import Taxonomy, frame_nonce, load_template
 from libra.tasks.synthesize import QUERY_COLUMNS
@@ -81,21 +80,6 @@ def _text(value: Any) -> str | None:
         return None
     text = str(value).strip()
     return text or None
-
-
-def _category(value: Any) -> str | list[str] | None:
-    """A category cell; a list literal such as "['Theft', 'Weapons']" (MultiJail's tags) becomes a list."""
-    if isinstance(value, list):
-        return [str(v) for v in value]
-    text = _text(value)
-    if text and text.startswith("[") and text.endswith("]"):
-        try:
-            parsed = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            return text
-        if isinstance(parsed, list | tuple):
-            return [str(v) for v in parsed]
-    return text
 
 
 def _column(columns: list[str], wanted: str | None, fallbacks: tuple[str, ...], path: Path, role: str,
@@ -151,7 +135,7 @@ def read_english(path: str | Path, spec: ImportSpec | None = None, *, text_colum
         scenario = sub = None
         if mapping is not None:
             try:
-                scenario, sub = mapping.target(_category(rec.fields.get(spec.columns.category)),
+                scenario, sub = mapping.target(category_value(rec.fields.get(spec.columns.category)),
                                                _text(rec.fields.get(spec.columns.subcategory))
                                                if spec.columns.subcategory else None)
             except LookupError:

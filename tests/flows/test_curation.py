@@ -61,7 +61,7 @@ def test_dedup_file_writes_one_line_per_record_in_input_order(tmp_path):
 
 @pytest.mark.parametrize(("content", "message"), [
     ('{"id": 1, "text": "a"}\n{"id": 1, "text": "b"}\n', "in.jsonl:2: duplicate id 1"),
-    ('{"id": 1, "text": "a"}\n{"id": 2, "text": \n', "in.jsonl:2: invalid JSON"),
+    ('{"id": 1, "text": "a"}\n{"id": 2, "text": \n', "in.jsonl:2: not valid JSON (Expecting value: column 19)"),
     ('{"id": 1}\n', "in.jsonl:1: 'text' must be a string, found None"),
     ('[1, 2]\n', "in.jsonl:1: expected an object with 'id' and 'text'"),
 ])

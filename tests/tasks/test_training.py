@@ -68,6 +68,12 @@ def test_bad_export_lines_are_named(tmp_path):
         training.load_chat_split(folder, "pretrain")
     with pytest.raises(training.TrainingError, match="no finetune export"):
         training.load_chat_split(folder, "finetune")
+    for line, message in (('{"messages": [1, 2]}', "the last message must be the assistant"),
+                          ('["not", "an", "object"]', r"not a chat record \(an object with a 'messages' list\)"),
+                          ('{"messages": [', r"not valid JSON \(Expecting value: column 15\)")):
+        (folder / "pretrain.jsonl").write_text(f"\n{line}\n", encoding="utf-8")
+        with pytest.raises(training.TrainingError, match=rf"pretrain.jsonl:2: {message}"):
+            training.load_chat_split(folder, "pretrain")
 
 
 def test_no_export_yet_is_a_clear_error(tmp_path):
