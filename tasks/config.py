@@ -417,4 +417,8 @@ def load_config(path: str | Path) -> FactoryConfig:
         raise ConfigError(f"{path}: config file not found") from None
     cfg = parse_config(text, str(path))
     cfg.source_path = str(path.resolve())
+    from libra.tasks.prompts import load_rules  # prompts reads configs: imported here, not at the top
+
+    for key in ("judging.rules", "guard_prompt.rules"):  # a missing rules file fails before any run
+        load_rules(cfg, key)
     return cfg

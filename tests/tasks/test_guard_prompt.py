@@ -41,3 +41,18 @@ def test_missing_or_empty_rules_file_names_the_key(tmp_path):
     (tmp_path / "empty.txt").write_text("# only a comment\n\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"guard_prompt\.rules: .*empty.txt holds no rule"):
         GuardInstruction.from_config(_config(tmp_path, rules="empty.txt"))
+
+
+def test_check_config_finds_a_missing_rules_file_before_any_run(tmp_path):
+    import yaml
+
+    from libra.tasks.config import load_config
+
+    data = yaml.safe_load(DEMO_CONFIG.read_text(encoding="utf-8"))
+    data["guard_prompt"] = {"rules": "house-rules.txt"}
+    path = tmp_path / "factory.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"factory.yaml: key guard_prompt.rules: rules file 'house-rules.txt'"):
+        load_config(path)
+    (tmp_path / "house-rules.txt").write_text("1. 拒绝有害请求的回答是安全的\n", encoding="utf-8")
+    assert GuardInstruction.from_config(load_config(path)).rules == ("拒绝有害请求的回答是安全的",)
