@@ -15,11 +15,10 @@ from typing import Any
 import polars as pl
 
 from libra.tasks.config import Sizes
-from libra.tasks.generation import Attempts, CallOutcome, call_row
+from libra.tasks.generation import Attempts, call_row, new_items
 from libra.tasks.ids import content_hash, normalize_for_id
 from libra.tasks.llm_pool import LLMRequest, LLMResult
 from libra.tasks.prompts import Taxonomy, load_template
-from libra.tasks.textgen import parse_text_list
 
 KINDS = ("behaviour", "event")
 ELEMENT_COLUMNS = {
@@ -92,25 +91,12 @@ def parse_elements(plan: pl.DataFrame, results: list[LLMResult], stored_ids: set
     rejected: Counter[str] = Counter()
     seen = set(stored_ids)
     for p, res in zip(plan.iter_rows(named=True), results, strict=True):
-        outcome = CallOutcome(requested=p["n"])
-        if not res.ok:
-            outcome.rejected["call_failed"] += 1
-        else:
-            parsed = parse_text_list(res.text, min_chars=MIN_CHARS, max_chars=MAX_CHARS, single_line=True)
-            outcome.rejected.update(parsed.rejected)
-            outcome.accepted = len(parsed.items)
-            for i, text in enumerate(parsed.items):
-                eid = element_id(p["scenario"], p["subcategory"], p["kind"], text)
-                if i >= p["n"]:
-                    outcome.rejected["beyond_requested"] += 1
-                elif eid in seen:
-                    outcome.rejected["duplicate_of_earlier"] += 1
-                else:
-                    seen.add(eid)
-                    outcome.stored += 1
-                    rows.append({"element_id": eid, "scenario": p["scenario"], "subcategory": p["subcategory"],
-                                 "kind": p["kind"], "text": text, "prompt_version": res.request.template_version,
-                                 "generator": res.model, "call_key": res.call_key, "run_id": run_id})
+        outcome, taken = new_items(res, p["n"], seen,
+                                   lambda text, p=p: element_id(p["scenario"], p["subcategory"], p["kind"], text),
+                                   min_chars=MIN_CHARS, max_chars=MAX_CHARS, single_line=True)
+        rows += [{"element_id": eid, "scenario": p["scenario"], "subcategory": p["subcategory"], "kind": p["kind"],
+                  "text": text, "prompt_version": res.request.template_version, "generator": res.model,
+                  "call_key": res.call_key, "run_id": run_id} for eid, text in taken]
         rejected.update(outcome.rejected)
         calls.append(call_row(res, run_id, "elements", outcome, scenario=p["scenario"],
                               subcategory=p["subcategory"], method=p["kind"]))

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
 
 from libra.tasks.llm_pool import LLMResult
+from libra.tasks.textgen import parse_text_list
 from libra.warehouse import Warehouse, sql_text
 
 GENERATION_CALL_COLUMNS = {
@@ -36,6 +38,33 @@ class CallOutcome:
     accepted: int = 0
     stored: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+
+
+def new_items(res: LLMResult, requested: int, seen: set[str], item_id: Callable[[str], str],
+              unchanged_id: str | None = None, **parse_options: Any) -> tuple[CallOutcome, list[tuple[str, str]]]:
+    """One generation call's answer -> its outcome and the (id, text) items to store. A failed call,
+    items past `requested` (so cells stay balanced), an item equal to its source (`unchanged_id`) and
+    an id already in `seen` (stored, or made earlier in the batch) are counted by reason; the ids taken
+    join `seen`. parse_options go to textgen.parse_text_list (its quality gates)."""
+    outcome = CallOutcome(requested=requested)
+    if not res.ok:
+        outcome.rejected["call_failed"] += 1
+        return outcome, []
+    parsed = parse_text_list(res.text, **parse_options)
+    outcome.rejected.update(parsed.rejected)
+    outcome.accepted = len(parsed.items)
+    taken: list[tuple[str, str]] = []
+    for i, text in enumerate(parsed.items):
+        iid = item_id(text)
+        reason = ("beyond_requested" if i >= requested else "unchanged" if iid == unchanged_id
+                  else "duplicate_of_earlier" if iid in seen else None)
+        if reason:
+            outcome.rejected[reason] += 1
+            continue
+        seen.add(iid)
+        outcome.stored += 1
+        taken.append((iid, text))
+    return outcome, taken
 
 
 def call_row(res: LLMResult, run_id: str, stage: str, outcome: CallOutcome, **cell: Any) -> dict[str, Any]:

@@ -18,11 +18,10 @@ import polars as pl
 
 from libra.tasks.config import Sizes
 from libra.tasks.elements import subcategory_descriptions
-from libra.tasks.generation import Attempts, CallOutcome, call_row
+from libra.tasks.generation import Attempts, call_row, new_items
 from libra.tasks.ids import content_hash, query_id
 from libra.tasks.llm_pool import LLMRequest, LLMResult
 from libra.tasks.prompts import Taxonomy, frame_nonce, load_template
-from libra.tasks.textgen import parse_text_list
 
 QUERY_COLUMNS = {
     "query_id": pl.String, "text": pl.String, "source": pl.String, "method": pl.String,
@@ -151,30 +150,14 @@ def parse_synthesis(plan: pl.DataFrame, results: list[LLMResult], stored_ids: se
     rejected: Counter[str] = Counter()
     seen = set(stored_ids)
     for p, res in zip(plan.iter_rows(named=True), results, strict=True):
-        outcome = CallOutcome(requested=p["n"])
-        if not res.ok:
-            outcome.rejected["call_failed"] += 1
-        else:
-            parsed = parse_text_list(res.text)
-            outcome.rejected.update(parsed.rejected)
-            outcome.accepted = len(parsed.items)
-            for i, text in enumerate(parsed.items):
-                qid = query_id(text)
-                if i >= p["n"]:
-                    outcome.rejected["beyond_requested"] += 1
-                    continue
-                if qid in seen:
-                    outcome.rejected["duplicate_of_earlier"] += 1
-                    continue
-                seen.add(qid)
-                outcome.stored += 1
-                rows.append({
-                    "query_id": qid, "text": text, "source": "synthetic", "method": INTENT_METHOD[p["intent"]],
-                    "parent_id": None, "scenario": p["scenario"], "subcategory": p["subcategory"],
-                    "task_type": p["task_type"], "intended_label": p["intent"], "elements": p["elements"],
-                    "original_text": None, "provenance": None, "generator": res.model,
-                    "prompt_version": res.request.template_version, "call_key": res.call_key, "run_id": run_id,
-                })
+        outcome, taken = new_items(res, p["n"], seen, query_id)
+        rows += [{
+            "query_id": qid, "text": text, "source": "synthetic", "method": INTENT_METHOD[p["intent"]],
+            "parent_id": None, "scenario": p["scenario"], "subcategory": p["subcategory"],
+            "task_type": p["task_type"], "intended_label": p["intent"], "elements": p["elements"],
+            "original_text": None, "provenance": None, "generator": res.model,
+            "prompt_version": res.request.template_version, "call_key": res.call_key, "run_id": run_id,
+        } for qid, text in taken]
         rejected.update(outcome.rejected)
         calls.append(call_row(res, run_id, "synthesize", outcome, scenario=p["scenario"],
                               subcategory=p["subcategory"], task_type=p["task_type"], intent=p["intent"],
@@ -237,30 +220,15 @@ def parse_augmentations(pending: pl.DataFrame, results: list[LLMResult], stored_
     rejected: Counter[str] = Counter()
     seen = set(stored_ids)
     for parent, res in zip(pending.iter_rows(named=True), results, strict=True):
-        outcome = CallOutcome(requested=n)
-        if not res.ok:
-            outcome.rejected["call_failed"] += 1
-        else:
-            parsed = parse_text_list(res.text, max_chars=1200)
-            outcome.rejected.update(parsed.rejected)
-            outcome.accepted = len(parsed.items)
-            for i, text in enumerate(parsed.items):
-                qid = query_id(text)
-                reason = ("beyond_requested" if i >= n else "unchanged" if qid == parent["query_id"]
-                          else "duplicate_of_earlier" if qid in seen else None)
-                if reason:
-                    outcome.rejected[reason] += 1
-                    continue
-                seen.add(qid)
-                outcome.stored += 1
-                rows.append({
-                    "query_id": qid, "text": text, "source": parent["source"], "method": parent["aug_method"],
-                    "parent_id": parent["query_id"], "scenario": parent["scenario"],
-                    "subcategory": parent["subcategory"], "task_type": parent["task_type"],
-                    "intended_label": parent["intended_label"], "elements": parent["elements"],
-                    "original_text": None, "provenance": None, "generator": res.model,
-                    "prompt_version": res.request.template_version, "call_key": res.call_key, "run_id": run_id,
-                })
+        outcome, taken = new_items(res, n, seen, query_id, unchanged_id=parent["query_id"], max_chars=1200)
+        rows += [{
+            "query_id": qid, "text": text, "source": parent["source"], "method": parent["aug_method"],
+            "parent_id": parent["query_id"], "scenario": parent["scenario"],
+            "subcategory": parent["subcategory"], "task_type": parent["task_type"],
+            "intended_label": parent["intended_label"], "elements": parent["elements"],
+            "original_text": None, "provenance": None, "generator": res.model,
+            "prompt_version": res.request.template_version, "call_key": res.call_key, "run_id": run_id,
+        } for qid, text in taken]
         rejected.update(outcome.rejected)
         calls.append(call_row(res, run_id, "augment", outcome, scenario=parent["scenario"],
                               subcategory=parent["subcategory"], task_type=parent["task_type"],
