@@ -119,8 +119,10 @@ def _extra_options(args: list[str]) -> dict[str, str]:
 def run(
     ctx: typer.Context,
     stage: Annotated[str, typer.Argument(
-        help="factory (every stage in order) or one flow: synthesize, augment, dedup, respond, annotate, split, "
-             "and the flows other modules register (an unknown name lists them all).")],
+        help="factory (every stage in order) or one flow: elements, synthesize, augment, translate, dedup, "
+             "respond, annotate, split, import, train, eval (an unknown name lists them all). Flow options "
+             "follow as --name value, e.g. train --stages mixed, eval --guard training:latest --benchmark F; "
+             "an unknown option lists the flow's options.")],
     config: ConfigOpt,
     warehouse: WarehouseOpt = None,
 ) -> None:

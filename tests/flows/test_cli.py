@@ -14,6 +14,11 @@ def test_help_lists_every_command():
     assert out.returncode == 0
     for command in ("demo", "run", "sql", "status", "check-config"):
         assert command in out.stdout
+    from libra.flows.factory import STAGE_FLOWS
+
+    run_help = libra("run", "--help")
+    listed = set(run_help.stdout.replace(",", " ").split())
+    assert run_help.returncode == 0 and set(STAGE_FLOWS) <= listed  # the help names every flow
 
 
 def test_bad_config_fails_before_any_work_naming_file_and_key(tmp_path):
