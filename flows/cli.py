@@ -192,10 +192,14 @@ def sql(
     config: ReaderConfigOpt = None,
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.table,
 ) -> None:
-    """Run a read-only SQL query against the warehouse (it answers while a flow is writing)."""
+    """Run one read-only SQL query against the warehouse (it answers while a flow is writing).
+
+    One SELECT (or DESCRIBE, SHOW, SUMMARIZE, VALUES) per call; COPY, EXPORT, ATTACH, INSTALL/LOAD,
+    SET/PRAGMA, CALL and every write are refused, and the query can read no file but the warehouse.
+    """
     wh = _open_reader(warehouse, config)
     try:
-        frame = wh.query(query)
+        frame = wh.read_only_query(query)
     except WarehouseError as e:
         _fail(str(e))
         raise

@@ -29,6 +29,37 @@ class WarehouseError(RuntimeError):
     """A warehouse problem the user can act on (missing file, lock timeout, bad SQL)."""
 
 
+# The connection that runs a user's own SQL (`libra sql`) can reach no file but the warehouse, load no
+# extension and change no setting, whatever the statement manages to say: a second gate behind the
+# statement check of `read_only_statement` (DuckDB settings, see its "Securing DuckDB" page).
+USER_SQL_CONFIG = {
+    "enable_external_access": False, "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False, "python_enable_replacements": False, "lock_configuration": True,
+}
+
+
+def read_only_statement(sql: str) -> str:
+    """`sql` when it is exactly one SELECT (also DESCRIBE, SHOW, SUMMARIZE, VALUES, FROM …), else a
+    WarehouseError saying why. DuckDB's own parser decides, so no spelling slips past a pattern:
+    COPY … TO, EXPORT DATABASE, ATTACH/DETACH/USE, INSTALL/LOAD, SET/RESET/PRAGMA, CALL and every write
+    have a statement type of their own."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as e:
+        raise WarehouseError(f"SQL error: {e}") from None
+    if len(statements) != 1:
+        raise WarehouseError(
+            f"libra sql is read-only and runs one statement per call; this input has {len(statements)}"
+        )
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        raise WarehouseError(
+            f"libra sql is read-only: a {kind.name} statement is refused (only SELECT, DESCRIBE, SHOW, "
+            "SUMMARIZE and VALUES queries run)"
+        )
+    return sql
+
+
 def sql_text(name: str) -> str:
     """A named SQL file shipped with the package, e.g. `queries/pending_responses.sql`."""
     return resources.files("libra.warehouse").joinpath(name).read_text(encoding="utf-8")
@@ -213,6 +244,18 @@ class Warehouse:
             finally:
                 for name in frames or {}:
                     con.unregister(name)
+
+    def read_only_query(self, sql: str) -> pl.DataFrame:
+        """A user's SQL (`libra sql`): one read statement on a connection locked down by USER_SQL_CONFIG."""
+        statement = read_only_statement(sql)
+        with self._lock.hold(exclusive=False):
+            con = duckdb.connect(str(self.path), read_only=True, config=USER_SQL_CONFIG)
+            try:
+                return pl.from_arrow(con.sql(statement).to_arrow_table())  # type: ignore[return-value]
+            except duckdb.Error as e:
+                raise WarehouseError(f"SQL error: {e}") from None
+            finally:
+                con.close()
 
     def scalar(self, sql: str, params: list[Any] | None = None) -> Any:
         with self.reader() as con:
