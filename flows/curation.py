@@ -7,7 +7,7 @@ import json
 from prefect import flow
 
 from libra.flows.common import merge, stage_run
-from libra.tasks import dedup_store, steps
+from libra.tasks import dedup_store
 from libra.tasks.dedup import DedupParams, tokenizer
 from libra.warehouse import sql_text
 
@@ -25,11 +25,11 @@ def dedup_flow(config: str, warehouse: str | None = None, parent_run_id: str | N
             # new queries are compared with all of them, and new benchmark items with stored queries
             merge(summary, dedup_store.backfill_signatures_task(fx, params, tok))
             merge(summary, dedup_store.sketch_benchmarks_task(fx, params, tok))
-            pending = fx.warehouse.query(sql_text("queries/pending_dedup.sql"))
-            summary["pending"] = pending.height
-            # batches run in order: each is decided against what the earlier ones stored
-            for batch in steps.batches(pending, fx.cfg.dedup.batch_size):
+            summary["pending"] = fx.warehouse.scalar(sql_text("queries/pending_dedup_count.sql"))
+            # pages run in order: each is read and decided after the earlier ones are stored
+            for batch in dedup_store.pending_pages(fx.warehouse, fx.cfg.dedup.batch_size):
                 merge(summary, dedup_store.dedup_batch_task(fx, batch, params, tok))
+        summary["largest_clusters"] = dedup_store.largest_clusters(fx.warehouse)
     return summary
 
 

@@ -4,17 +4,33 @@ benchmark decontamination shares with it.
 Stages, each a plain function over numpy arrays or polars frames, so each one shards by batch:
 
     normalise -> shingle hashes -> MinHash signatures -> LSH band buckets -> candidate pairs
-    -> verified edges (true Jaccard, or the MinHash estimate) -> clusters (union-find) -> decisions
+    -> verified similarity (true Jaccard, or the MinHash estimate) -> greedy decisions
 
-A batch is decided against an index of everything decided before (`DedupIndex`: the warehouse for the
-stage, `MemoryIndex` for `libra dedup FILE` and the benchmark); both go through `dedup_batch`.
+The rule (greedy, first kept text wins; not union-find). Texts are decided one after another in a stable
+order: everything stored first (those decisions are final), then the batch by (seq, item_id) — seq is the
+creation time in the warehouse, the line number in a file. A text is
 
-The canonical member of a cluster is its earliest member by (seq, item_id) — seq is the creation time in
-the warehouse, the line number in a file. That makes deciding batch B against stored A give the clusters
-of deciding A+B at once: the edge set is the same (every stored distinct text keeps its LSH buckets, and
-verification is symmetric), union-find components depend only on the edges, and decisions only on the
-components. When a new item links two stored clusters (or sorts before a stored canonical), the stored
-members whose decision changes come back as revisions.
+- `exact` when its normalised text equals an earlier text's: it inherits that text's cluster (the kept
+  text it or its first copy belongs to); matched_id names the first item with its text;
+- `near` when some *kept* text has similarity >= threshold with it (verified, not only an LSH hit): it
+  is dropped for the earliest such text (cluster_id = matched_id = that text);
+- kept (`canonical`, cluster_id = itself) otherwise.
+
+So a text is dropped only for a kept text it is really near, and the kept set has no pair at or above
+the threshold (bar LSH misses: P(candidate | s = threshold) >= 0.98). Nothing chains: A~B and B~C put
+C with A only if C~A itself. `similarity` stores each dropped text's similarity to its kept text.
+Decisions are never revised: a new text is compared with kept texts only and changes no stored row, so
+deciding batch B after stored A equals deciding A+B at once whenever B's items sort after A's (the
+stage decides pending queries in creation order); a query created earlier but decided later is decided
+after the stored ones.
+
+Cost, per batch of n texts with b bands: sketching is vectorised numpy (O(shingles x num_perm));
+matching against the stored kept texts is one SQL join of n x b bucket keys with the stored buckets of
+kept texts, done in DuckDB per chunk of MATCH_CHUNK texts; within the batch one pass keeps a dict from
+bucket key to the batch's kept texts (O(n x b) lookups). Each candidate pair costs one signature
+comparison (vectorised) and, when its estimate is within VERIFY_MARGIN of the threshold, one exact set
+Jaccard. Memory is O(n x b + candidates of one chunk), independent of how much is stored: stored
+buckets stay in DuckDB, stored decisions are read only for exact matches and candidates.
 """
 
 from __future__ import annotations
@@ -339,7 +355,7 @@ class MatchIndex(Protocol):
     """Stored texts a batch is matched against (earlier queries, benchmark questions)."""
 
     def hash_matches(self, hashes: pl.DataFrame) -> pl.DataFrame:
-        """(pos, norm_hash) -> (pos, ref_id): stored texts with the same normalised text."""
+        """(pos, norm_hash) -> (pos, ref_id, ...): stored texts with the same normalised text."""
 
     def bucket_matches(self, buckets: pl.DataFrame) -> pl.DataFrame:
         """(pos, bucket) -> (pos, ref_id): stored texts sharing an LSH bucket (distinct pairs)."""
@@ -349,11 +365,30 @@ class MatchIndex(Protocol):
 
 
 MATCH_SCHEMA = {"pos": pl.Int64, "ref_id": pl.String, "reason": pl.String, "similarity": pl.Float64}
+NEAR_SCHEMA = {"pos": pl.Int64, "ref_id": pl.String, "similarity": pl.Float64}
 
 
 def bucket_frame(sketch: Sketch, positions: np.ndarray) -> pl.DataFrame:
     return pl.DataFrame({"pos": np.repeat(positions.astype(np.int64), sketch.buckets.shape[1]),
                          "bucket": sketch.buckets[positions].ravel()})
+
+
+def verified_near(sketch: Sketch, candidates: pl.DataFrame, refs: pl.DataFrame, params: DedupParams,
+                  tok: Tokenizer | None = None) -> pl.DataFrame:
+    """The LSH candidate pairs (pos, ref_id) whose similarity is >= threshold: (pos, ref_id, similarity).
+    refs: ref_id, text, signature of every candidate ref_id (the text when params.verify_jaccard)."""
+    near_refs = refs.join(candidates.select("ref_id").unique(), on="ref_id").with_row_index("ref_pos")
+    near = candidates.join(near_refs.select("ref_id", "ref_pos"), on="ref_id")
+    if near.is_empty():
+        return pl.DataFrame(schema=NEAR_SCHEMA)
+    if params.verify_jaccard:
+        ref_sketch = sketch_texts(near_refs["text"].to_list(), params, tok)
+    else:
+        sigs = signatures_from_bytes(near_refs["signature"].to_list(), params.num_perm)
+        ref_sketch = Sketch([], np.zeros(0, np.uint64), np.zeros(1, np.int64), sigs, np.zeros((0, 0), np.uint64))
+    sims = similarities(sketch, near["pos"].to_numpy(), ref_sketch, near["ref_pos"].to_numpy(), params)
+    return (near.with_columns(pl.Series("similarity", sims)).filter(pl.col("similarity") >= params.threshold)
+            .select(list(NEAR_SCHEMA)).cast(NEAR_SCHEMA))  # type: ignore[arg-type]
 
 
 def match_references(sketch: Sketch, positions: np.ndarray, index: MatchIndex, params: DedupParams,
@@ -362,186 +397,163 @@ def match_references(sketch: Sketch, positions: np.ndarray, index: MatchIndex, p
     similarity 1) or, for texts without an exact match, near (an LSH candidate whose verified Jaccard
     similarity >= threshold). Columns: pos, ref_id, reason, similarity, and the index's extra columns."""
     positions = np.asarray(positions, dtype=np.int64)
-    hashes = pl.DataFrame({"pos": positions, "norm_hash": [sketch.norm_hashes[p] for p in positions.tolist()]},
-                          schema={"pos": pl.Int64, "norm_hash": pl.String})
-    exact = index.hash_matches(hashes).select("pos", "ref_id").unique()
+    exact = index.hash_matches(_hash_frame(sketch, positions)).select("pos", "ref_id").unique()
     rest = np.setdiff1d(positions, exact["pos"].to_numpy())
     candidates = index.bucket_matches(bucket_frame(sketch, rest)).select("pos", "ref_id").unique()
     ref_ids = pl.concat([exact["ref_id"], candidates["ref_id"]]).unique().to_frame("ref_id")
     refs = index.references(ref_ids)
     # only LSH candidates are compared (an exact match's signature may not even be stored)
-    near_refs = refs.join(candidates.select("ref_id").unique(), on="ref_id").with_row_index("ref_pos")
-    near = candidates.join(near_refs.select("ref_id", "ref_pos"), on="ref_id")
-    if near.height:
-        if params.verify_jaccard:
-            ref_sketch = sketch_texts(near_refs["text"].to_list(), params, tok)
-        else:
-            sigs = signatures_from_bytes(near_refs["signature"].to_list(), params.num_perm)
-            ref_sketch = Sketch([], np.zeros(0, np.uint64), np.zeros(1, np.int64), sigs, np.zeros((0, 0), np.uint64))
-        sims = similarities(sketch, near["pos"].to_numpy(), ref_sketch, near["ref_pos"].to_numpy(), params)
-        near = near.with_columns(pl.Series("similarity", sims)).filter(pl.col("similarity") >= params.threshold)
-    else:
-        near = near.with_columns(similarity=pl.lit(None, dtype=pl.Float64))
+    near = verified_near(sketch, candidates, refs, params, tok)
     out = pl.concat([
         exact.with_columns(reason=pl.lit("exact"), similarity=pl.lit(1.0)),
         near.select("pos", "ref_id", reason=pl.lit("near"), similarity="similarity"),
-    ]).cast(MATCH_SCHEMA)
+    ]).cast(MATCH_SCHEMA)  # type: ignore[arg-type]
     return out.join(refs.drop("text", "signature"), on="ref_id").sort("pos", "ref_id")
 
 
-# -- clustering and decisions ------------------------------------------------------------------------
+def _hash_frame(sketch: Sketch, positions: np.ndarray) -> pl.DataFrame:
+    return pl.DataFrame({"pos": positions, "norm_hash": [sketch.norm_hashes[p] for p in positions.tolist()]},
+                        schema={"pos": pl.Int64, "norm_hash": pl.String})
+
+
+# -- decisions: greedy, first kept text wins ----------------------------------------------------------
 
 
 class DedupIndex(MatchIndex, Protocol):
-    """The decided items a batch is deduplicated against. references() carries their cluster_id."""
+    """The decided items a batch is deduplicated against (the warehouse, or MemoryIndex):
 
-    def members(self, cluster_ids: pl.DataFrame) -> pl.DataFrame:
-        """(cluster_id) -> every stored member: item_id, norm_hash, cluster_id, seq, kept, reason, matched_id."""
+    hash_matches -> pos, ref_id (the first item with that normalised text), cluster_id, similarity
+        (its decision, which an exact duplicate inherits);
+    bucket_matches -> pos, ref_id of *kept* items only (dropped ones are never matched against);
+    references -> ref_id, text, signature, seq."""
 
 
 DECISION_SCHEMA = {"item_id": pl.String, "norm_hash": pl.String, "cluster_id": pl.String, "kept": pl.Boolean,
-                   "reason": pl.String, "matched_id": pl.String}
+                   "reason": pl.String, "matched_id": pl.String, "similarity": pl.Float64}
 MEMBER_SCHEMA = {**DECISION_SCHEMA, "seq": pl.Int64}
+# Batch texts matched against the stored kept ones per chunk: bounds the candidate frame (texts x their
+# candidates) whatever the batch size.
+MATCH_CHUNK = 2048
 
 
 @dataclass
 class DedupResult:
-    decisions: pl.DataFrame  # one row per batch item (DECISION_SCHEMA)
-    revisions: pl.DataFrame  # stored items whose decision changed (DECISION_SCHEMA)
+    decisions: pl.DataFrame  # one row per batch item (DECISION_SCHEMA), in batch order
     new_texts: np.ndarray    # batch positions of texts not stored before (one per text): index these
+    kept_texts: np.ndarray   # the new texts that were kept (the only ones later texts are matched against)
 
 
-class _UnionFind:
-    def __init__(self, n: int):
-        self.parent = list(range(n))
-
-    def find(self, x: int) -> int:
-        parent = self.parent
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:
-            parent[x], x = root, parent[x]
-        return root
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
+def _first_stored_near(sketch: Sketch, positions: np.ndarray, index: DedupIndex, params: DedupParams,
+                       tok: Tokenizer | None) -> pl.DataFrame:
+    """For each text at `positions` near some stored kept text: the earliest such text (seq, ref_id).
+    Columns: pos, ref_id, similarity. Done in chunks of MATCH_CHUNK texts."""
+    parts = [pl.DataFrame(schema=NEAR_SCHEMA)]
+    for lo in range(0, len(positions), MATCH_CHUNK):
+        chunk = positions[lo : lo + MATCH_CHUNK]
+        candidates = index.bucket_matches(bucket_frame(sketch, chunk)).select("pos", "ref_id").unique()
+        if candidates.is_empty():
+            continue
+        refs = index.references(candidates.select("ref_id").unique())
+        near = verified_near(sketch, candidates, refs, params, tok)
+        parts.append(near.join(refs.select("ref_id", "seq"), on="ref_id")
+                     .sort("pos", "seq", "ref_id").unique("pos", keep="first").select(list(NEAR_SCHEMA)))
+    return pl.concat(parts)
 
 
-def _pairs_within(sketch: Sketch, positions: np.ndarray) -> pl.DataFrame:
-    """Distinct (pos, pos_b) pairs, pos < pos_b, of batch texts sharing an LSH bucket."""
-    frame = bucket_frame(sketch, positions)
-    return (frame.join(frame, on="bucket", suffix="_b")
-            .filter(pl.col("pos") < pl.col("pos_b")).select("pos", "pos_b").unique())
-
-
-def _decide(entries: list[tuple[int, str, str]]) -> dict[str, tuple[str, bool, str, str | None]]:
-    """Decisions for the members of one cluster, entries (seq, item_id, norm_hash): the earliest is
-    canonical; a later member with the normalised text of an earlier one is `exact` (matched to the
-    first with that text), any other is `near` (matched to the canonical)."""
-    entries.sort()
-    canonical = entries[0][1]
-    first_with_text: dict[str, str] = {}
-    out = {}
-    for _, item, nh in entries:
-        if item == canonical:
-            out[item] = (canonical, True, "canonical", None)
-        elif nh in first_with_text:
-            out[item] = (canonical, False, "exact", first_with_text[nh])
-        else:
-            out[item] = (canonical, False, "near", canonical)
-        first_with_text.setdefault(nh, item)
-    return out
+def _greedy_within(sketch: Sketch, order: list[int], params: DedupParams) -> dict[int, tuple[int, float]]:
+    """One pass over batch texts in decision order: a text near an earlier *kept* one is dropped for the
+    earliest such text, any other is kept. The kept texts' buckets live in a dict from bucket key to
+    their positions, so a text is compared only with the kept texts sharing one of its b buckets.
+    Returns {dropped position: (the kept position, similarity)}; the positions not in it are kept."""
+    rank = {p: k for k, p in enumerate(order)}
+    kept_in_bucket: dict[int, list[int]] = {}
+    dropped: dict[int, tuple[int, float]] = {}
+    for p in order:
+        keys = sketch.buckets[p].tolist()
+        seen: set[int] = set()
+        for key in keys:
+            seen.update(kept_in_bucket.get(key, ()))
+        if seen:
+            cands = np.fromiter(seen, dtype=np.int64, count=len(seen))
+            sims = similarities(sketch, np.full(len(cands), p, dtype=np.int64), sketch, cands, params)
+            hits = np.flatnonzero(sims >= params.threshold)
+            if len(hits):
+                first = min(hits.tolist(), key=lambda h: rank[int(cands[h])])
+                dropped[p] = (int(cands[first]), float(sims[first]))
+                continue
+        for key in keys:
+            kept_in_bucket.setdefault(key, []).append(p)
+    return dropped
 
 
 def dedup_batch(new: pl.DataFrame, sketch: Sketch, index: DedupIndex, params: DedupParams,
                 tok: Tokenizer | None = None) -> DedupResult:
-    """Decide every item of a batch against the index and each other.
+    """Decide every item of a batch against the index and each other (the rule: module docstring).
 
-    new: item_id, text, seq (the canonical order: earliest first); sketch: sketch_texts(new["text"]).
-    Items must not be in the index already."""
+    new: item_id, text, seq (the decision order: earliest first); sketch: sketch_texts(new["text"]).
+    Items must not be in the index already; stored decisions are final and never read back in bulk."""
     n = new.height
     if n == 0:
-        empty = pl.DataFrame(schema=DECISION_SCHEMA)
-        return DedupResult(empty, empty, np.zeros(0, dtype=np.int64))
-    ids, seqs = new["item_id"].to_list(), new["seq"].to_list()
-    items = pl.DataFrame({"pos": np.arange(n, dtype=np.int64), "item_id": ids, "seq": seqs,
+        none = np.zeros(0, dtype=np.int64)
+        return DedupResult(pl.DataFrame(schema=DECISION_SCHEMA), none, none)
+    ids = new["item_id"].to_list()
+    items = pl.DataFrame({"pos": np.arange(n, dtype=np.int64), "item_id": ids, "seq": new["seq"],
                           "norm_hash": sketch.norm_hashes})
-    # one representative per normalised text in the batch; the others are its exact duplicates
-    reps = items.sort("seq", "item_id").unique("norm_hash", keep="first", maintain_order=True)
-    rep_of = items.join(reps.select("norm_hash", rep="pos"), on="norm_hash").sort("pos")["rep"].to_numpy()
-    stored = match_references(sketch, reps["pos"].to_numpy(), index, params, tok)
-    new_texts = np.setdiff1d(reps["pos"].to_numpy(), stored.filter(pl.col("reason") == "exact")["pos"].to_numpy())
-    within = _pairs_within(sketch, new_texts)
-    if within.height:
-        sims = similarities(sketch, within["pos"].to_numpy(), sketch, within["pos_b"].to_numpy(), params)
-        within = within.filter(pl.Series(sims >= params.threshold))
+    ordered = items.sort("seq", "item_id")
+    # one representative per normalised text in the batch (its first item); the others are exact copies
+    reps = ordered.unique("norm_hash", keep="first", maintain_order=True)
+    rep_pos = reps["pos"].to_numpy()
+    stored_exact = index.hash_matches(_hash_frame(sketch, rep_pos))
+    new_texts = rep_pos[~np.isin(rep_pos, stored_exact["pos"].to_numpy())]  # in decision order
+    stored_near = _first_stored_near(sketch, new_texts, index, params, tok)
+    open_texts = new_texts[~np.isin(new_texts, stored_near["pos"].to_numpy())]
+    within = _greedy_within(sketch, open_texts.tolist(), params)
 
-    clusters = stored["cluster_id"].unique().sort().to_list()
-    node_of_cluster = {c: n + k for k, c in enumerate(clusters)}
-    uf = _UnionFind(n + len(clusters))
-    for pos, rep in enumerate(rep_of.tolist()):
-        uf.union(pos, rep)
-    for pos, cluster in stored.select("pos", "cluster_id").iter_rows():
-        uf.union(pos, node_of_cluster[cluster])
-    for a, b in within.iter_rows():
-        uf.union(a, b)
-
-    root = np.fromiter((uf.find(i) for i in range(n + len(clusters))), dtype=np.int64, count=n + len(clusters))
-    size = np.bincount(root, minlength=n + len(clusters))
-    alone = size[root[:n]] == 1  # most items: a text like no other, canonical of its own cluster
-    decisions = items.filter(pl.Series(alone)).select(
-        "item_id", "norm_hash", cluster_id="item_id", kept=pl.lit(True), reason=pl.lit("canonical"),
-        matched_id=pl.lit(None, dtype=pl.String))
-    component: dict[int, list[tuple[int, str, str]]] = {}
-    for pos in np.flatnonzero(~alone).tolist():
-        component.setdefault(int(root[pos]), []).append((seqs[pos], ids[pos], sketch.norm_hashes[pos]))
-    members = (index.members(pl.DataFrame({"cluster_id": clusters}, schema={"cluster_id": pl.String}))
-               if clusters else pl.DataFrame(schema=MEMBER_SCHEMA))
-    before: dict[str, tuple[str, bool, str, str | None]] = {}
-    for m in members.iter_rows(named=True):
-        component[int(root[node_of_cluster[m["cluster_id"]]])].append((m["seq"], m["item_id"], m["norm_hash"]))
-        before[m["item_id"]] = (m["cluster_id"], m["kept"], m["reason"], m["matched_id"])
-
-    linked: list[dict[str, Any]] = []
-    revised: list[dict[str, Any]] = []
-    for entries in component.values():
-        hashes = {item: nh for _, item, nh in entries}
-        for item, decision in _decide(entries).items():
-            if item not in before:
-                linked.append(_decision_row(item, hashes[item], decision))
-            elif before[item] != decision:
-                revised.append(_decision_row(item, hashes[item], decision))
-    order = items.select("item_id", "pos")
-    decisions = (pl.concat([decisions, pl.DataFrame(linked, schema=DECISION_SCHEMA)])
-                 .join(order, on="item_id").sort("pos").drop("pos"))
-    return DedupResult(decisions, pl.DataFrame(revised, schema=DECISION_SCHEMA), new_texts)
-
-
-def _decision_row(item: str, nh: str, decision: tuple[str, bool, str, str | None]) -> dict[str, Any]:
-    cluster, kept, reason, matched = decision
-    return {"item_id": item, "norm_hash": nh, "cluster_id": cluster, "kept": kept, "reason": reason,
-            "matched_id": matched}
+    # each representative's decision: (cluster_id, kept, reason, matched_id, similarity)
+    decision: dict[int, tuple[str, bool, str, str | None, float | None]] = {}
+    for pos, ref, cluster, sim in stored_exact.select("pos", "ref_id", "cluster_id", "similarity").iter_rows():
+        decision[pos] = (cluster, False, "exact", ref, sim)
+    for pos, ref, sim in stored_near.iter_rows():
+        decision[pos] = (ref, False, "near", ref, sim)
+    for pos in open_texts.tolist():
+        if pos in within:
+            kept_pos, sim = within[pos]
+            decision[pos] = (ids[kept_pos], False, "near", ids[kept_pos], sim)
+        else:
+            decision[pos] = (ids[pos], True, "canonical", None, None)
+    rep_of = items.join(reps.select("norm_hash", rep="pos"), on="norm_hash").sort("pos")["rep"].to_list()
+    rows = []
+    for pos, rep in enumerate(rep_of):
+        if pos == rep:
+            cluster, kept, reason, matched, sim = decision[pos]
+        else:  # an exact copy of an earlier batch item: its cluster, its first copy, its similarity
+            cluster, rep_kept, rep_reason, rep_matched, sim = decision[rep]
+            first = rep_matched if rep_reason == "exact" else ids[rep]  # the rep may copy a stored text
+            kept, reason, matched, sim = False, "exact", first, 1.0 if rep_kept else sim
+        rows.append((ids[pos], sketch.norm_hashes[pos], cluster, kept, reason, matched, sim))
+    decisions = pl.DataFrame(rows, schema=DECISION_SCHEMA, orient="row")
+    kept_texts = np.asarray([p for p in new_texts.tolist() if decision[p][1]], dtype=np.int64)
+    return DedupResult(decisions, new_texts, kept_texts)
 
 
 # -- an index in memory: `libra dedup FILE`, tests, the benchmark -----------------------------------
 
 
 class MemoryIndex:
-    """Everything decided so far, in polars frames (a DedupIndex). Texts and signatures are kept for
-    one representative per distinct text only."""
+    """Everything decided so far, in polars frames (a DedupIndex). Only the kept texts' text, signature
+    and buckets are kept: they are all later texts are compared with."""
 
     def __init__(self, params: DedupParams):
         self.params = params
         self.items = pl.DataFrame(schema=MEMBER_SCHEMA)
-        self._refs = pl.DataFrame(schema={"ref_id": pl.String, "norm_hash": pl.String, "text": pl.String,
-                                          "signature": pl.Binary})
+        self._texts = pl.DataFrame(schema={"norm_hash": pl.String, "ref_id": pl.String, "cluster_id": pl.String,
+                                           "similarity": pl.Float64})  # first item per normalised text
+        self._refs = pl.DataFrame(schema={"ref_id": pl.String, "text": pl.String, "signature": pl.Binary,
+                                          "seq": pl.Int64})
         self._buckets: list[pl.DataFrame] = []
 
     def hash_matches(self, hashes: pl.DataFrame) -> pl.DataFrame:
-        return hashes.join(self._refs.select("norm_hash", "ref_id"), on="norm_hash").select("pos", "ref_id")
+        return hashes.join(self._texts, on="norm_hash").select("pos", "ref_id", "cluster_id", "similarity")
 
     def bucket_matches(self, buckets: pl.DataFrame) -> pl.DataFrame:
         if not self._buckets or buckets.is_empty():
@@ -550,31 +562,30 @@ class MemoryIndex:
         return buckets.join(stored, on="bucket").select("pos", "ref_id").unique()
 
     def references(self, ref_ids: pl.DataFrame) -> pl.DataFrame:
-        refs = self._refs.join(ref_ids, on="ref_id").drop("norm_hash")
-        return refs.join(self.items.select(ref_id="item_id", cluster_id="cluster_id"), on="ref_id")
-
-    def members(self, cluster_ids: pl.DataFrame) -> pl.DataFrame:
-        return self.items.join(cluster_ids, on="cluster_id")
+        return self._refs.join(ref_ids, on="ref_id")
 
     def add(self, new: pl.DataFrame, sketch: Sketch, result: DedupResult) -> None:
-        """Store a decided batch: decisions, revisions, and the representatives of its new texts."""
-        seq = new.select("item_id", "seq")
-        self.items = pl.concat([self.items, result.decisions.join(seq, on="item_id").select(list(MEMBER_SCHEMA))])
-        if result.revisions.height:
-            self.items = self.items.update(result.revisions, on="item_id", include_nulls=True)
-        rows = new.with_row_index("pos").with_columns(pl.col("pos").cast(pl.Int64))
-        reps = pl.DataFrame({"pos": result.new_texts}, schema={"pos": pl.Int64}).join(rows, on="pos")
-        self._refs = pl.concat([self._refs, reps.select(
-            ref_id="item_id", norm_hash=pl.Series([sketch.norm_hashes[p] for p in result.new_texts.tolist()],
-                                                  dtype=pl.String),
-            text="text", signature=pl.Series(signature_bytes(sketch.signatures[result.new_texts]), dtype=pl.Binary))])
-        self._buckets.append(bucket_frame(sketch, result.new_texts).join(reps.select("pos", ref_id="item_id"), on="pos")
-                             .select("bucket", "ref_id"))
+        """Store a decided batch: its decisions, its new texts, and text, signature and buckets of the
+        kept ones."""
+        decided = result.decisions.with_columns(seq=new["seq"])
+        self.items = pl.concat([self.items, decided.select(list(MEMBER_SCHEMA))])
+        first = decided[result.new_texts.tolist()]
+        self._texts = pl.concat([self._texts, first.select(
+            "norm_hash", ref_id="item_id", cluster_id="cluster_id",
+            similarity=pl.when("kept").then(1.0).otherwise("similarity"))])
+        kept = result.kept_texts
+        if not len(kept):
+            return
+        self._refs = pl.concat([self._refs, new[kept.tolist()].select(
+            ref_id="item_id", text="text",
+            signature=pl.Series(signature_bytes(sketch.signatures[kept]), dtype=pl.Binary), seq="seq")])
+        ref_of = pl.DataFrame({"pos": kept, "ref_id": new["item_id"].gather(kept)})
+        self._buckets.append(bucket_frame(sketch, kept).join(ref_of, on="pos").select("bucket", "ref_id"))
 
 
 def dedup_stream(items: Iterable[tuple[str, str]], params: DedupParams, batch_size: int = 10_000) -> pl.DataFrame:
     """Deduplicate (item_id, text) pairs in order, batch by batch, the way the stage does against the
-    warehouse. Returns item_id, cluster_id, kept, reason, matched_id in input order."""
+    warehouse. Returns item_id, cluster_id, kept, reason, matched_id, similarity in input order."""
     index = MemoryIndex(params)
     seq = 0
     with tokenizer(params) as tok:
@@ -585,7 +596,7 @@ def dedup_stream(items: Iterable[tuple[str, str]], params: DedupParams, batch_si
             seq += len(chunk)
             sketch = sketch_texts(new["text"].to_list(), params, tok)
             index.add(new, sketch, dedup_batch(new, sketch, index, params, tok))
-    return index.items.sort("seq").select("item_id", "cluster_id", "kept", "reason", "matched_id")
+    return index.items.sort("seq").select("item_id", "cluster_id", "kept", "reason", "matched_id", "similarity")
 
 
 def _chunks(items: Iterable[tuple[str, str]], size: int) -> Iterator[list[tuple[str, str]]]:

@@ -15,6 +15,7 @@ Decontamination runs in both directions, so neither order of events leaks:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -39,22 +40,21 @@ PARAMS_SETTING = "dedup.params"  # the parameters of the latest dedup run, for `
 
 
 class QueryIndex:
-    """Decided queries (a DedupIndex). Use inside `warehouse.writer()`."""
+    """Decided queries (a DedupIndex). Use inside `warehouse.writer()`. kept_only: LSH candidates are
+    the kept queries only (the dedup stage); else every stored text (decontamination)."""
 
-    def __init__(self, wh: Warehouse, params: DedupParams):
+    def __init__(self, wh: Warehouse, params: DedupParams, kept_only: bool = True):
         self.wh, self.method = wh, {"method": params.method}
+        self.bucket_sql = "queries/dedup_kept_bucket_matches.sql" if kept_only else "queries/dedup_bucket_matches.sql"
 
     def hash_matches(self, hashes: pl.DataFrame) -> pl.DataFrame:
         return self.wh.query(sql_text("queries/dedup_hash_matches.sql"), frames={"hashes": hashes})
 
     def bucket_matches(self, buckets: pl.DataFrame) -> pl.DataFrame:
-        return self.wh.query(sql_text("queries/dedup_bucket_matches.sql"), self.method, frames={"buckets": buckets})
+        return self.wh.query(sql_text(self.bucket_sql), self.method, frames={"buckets": buckets})
 
     def references(self, ref_ids: pl.DataFrame) -> pl.DataFrame:
         return self.wh.query(sql_text("queries/dedup_references.sql"), self.method, frames={"refs": ref_ids})
-
-    def members(self, cluster_ids: pl.DataFrame) -> pl.DataFrame:
-        return self.wh.query(sql_text("queries/dedup_members.sql"), frames={"clusters": cluster_ids})
 
 
 class BenchmarkIndex:
@@ -110,7 +110,7 @@ def _one_per_text(sketch: Sketch) -> np.ndarray:
 def dedup_pending(wh: Warehouse, batch: pl.DataFrame, params: DedupParams, run_id: str,
                   tok: Tokenizer | None = None) -> dict[str, int]:
     """Decide a batch of undecided queries (query_id, text, seq) against everything stored, store the
-    decisions, revisions, signatures and buckets, and the benchmark questions the new queries leak."""
+    decisions, signatures and buckets, and the benchmark questions the new queries leak."""
     new = batch.select(item_id="query_id", text="text", seq="seq")
     ids = new["item_id"].to_list()
     sketch = sketch_texts(new["text"].to_list(), params, tok)  # outside the lock: the costly part
@@ -119,15 +119,31 @@ def dedup_pending(wh: Warehouse, batch: pl.DataFrame, params: DedupParams, run_i
         leaks = match_references(sketch, _one_per_text(sketch), BenchmarkIndex(wh, params), params, tok)
         meta = {"method": pl.lit(params.method), "run_id": pl.lit(run_id)}
         inserted = wh.insert("dedup", result.decisions.rename({"item_id": "query_id"}).with_columns(**meta))
-        if result.revisions.height:
-            wh.insert("dedup", result.revisions.rename({"item_id": "query_id"}).with_columns(**meta),
-                      on_conflict="replace")
         _store_query_sketches(wh, ids, sketch, result.new_texts, params, run_id)
         contaminated = _leak_rows(leaks, sketch, ids, run_id)
         wh.insert("decontamination", contaminated)
     counts = result.decisions.group_by("reason").len()
     return {"decided": inserted, **dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True)),
-            "revised": result.revisions.height, "contaminated": contaminated["query_id"].n_unique()}
+            "contaminated": contaminated["query_id"].n_unique()}
+
+
+def pending_pages(wh: Warehouse, page_size: int) -> Iterator[pl.DataFrame]:
+    """The undecided queries (query_id, text, seq) in decision order, one page at a time. Each page is
+    read after the caller has decided the one before (keyset cursor: a page never repeats)."""
+    after_seq, after_id = -(1 << 62), ""
+    while True:
+        page = wh.query(sql_text("queries/pending_dedup.sql") + f"\nLIMIT {int(page_size)}",
+                        {"after_seq": after_seq, "after_id": after_id})
+        if page.is_empty():
+            return
+        yield page
+        after_seq, after_id = page["seq"][-1], page["query_id"][-1]
+
+
+def largest_clusters(wh: Warehouse, limit: int = 5) -> list[dict[str, Any]]:
+    """The largest dedup clusters (v_dedup_clusters), for the run summary."""
+    rows = wh.query(sql_text("queries/dedup_largest_clusters.sql") + f"\nLIMIT {int(limit)}")
+    return rows.to_dicts()
 
 
 DECONTAM_SCHEMA = {"query_id": pl.String, "benchmark": pl.String, "item_id": pl.String, "reason": pl.String,
@@ -167,7 +183,7 @@ def sketch_benchmarks(wh: Warehouse, params: DedupParams, run_id: str, tok: Toke
         item_of = keep.select(pos=pl.col("pos").cast(pl.Int64), benchmark="benchmark", item_id="item_id")
         _append(wh, "benchmark_buckets", bucket_frame(sketch, positions).join(item_of, on="pos")
                 .select(method=pl.lit(params.method), bucket="bucket", benchmark="benchmark", item_id="item_id"))
-        matches = match_references(sketch, positions, QueryIndex(wh, params), params, tok)
+        matches = match_references(sketch, positions, QueryIndex(wh, params, kept_only=False), params, tok)
         rows = pl.DataFrame(schema=DECONTAM_SCHEMA)
         if matches.height:
             matches = matches.join(item_of, on="pos").select("ref_id", "benchmark", "item_id", "reason", "similarity")

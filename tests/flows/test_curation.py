@@ -126,6 +126,7 @@ def test_dedup_flow_decides_pending_queries_and_records_benchmark_leaks(prefect_
     assert wh.query("SELECT query_id, benchmark, item_id, reason FROM v_contaminated").rows() == [
         (ids[2], "t", "t0", "near")]
     assert wh.scalar("SELECT count(*) FROM dedup WHERE NOT kept") == 1
+    assert [(c["cluster_id"], c["members"], c["exact"]) for c in summary["largest_clusters"]] == [(ids[0], 2, 1)]
     again = dedup_flow(str(config), str(wh_path))  # nothing pending: nothing changes
     assert again["pending"] == 0 and wh.scalar("SELECT count(*) FROM dedup") == 5
     assert wh.scalar("SELECT count(*) FROM runs WHERE flow = 'dedup' AND status = 'completed'") == 2

@@ -1,15 +1,22 @@
 """The dedup stage and decontamination against a real warehouse file (no Prefect, no LLM)."""
 
+import itertools
 from datetime import datetime, timedelta
 
 import polars as pl
 import pytest
 
 from libra.tasks.benchmarks import register_benchmark
-from libra.tasks.dedup import DedupParams, dedup_stream
-from libra.tasks.dedup_store import backfill_signatures, dedup_pending, sketch_benchmarks
-from libra.warehouse import Warehouse, sql_text
-from tests.tasks.test_dedup import BASE, _variants
+from libra.tasks.dedup import DedupParams, dedup_stream, sketch_texts
+from libra.tasks.dedup_store import (
+    backfill_signatures,
+    dedup_pending,
+    largest_clusters,
+    pending_pages,
+    sketch_benchmarks,
+)
+from libra.warehouse import Warehouse
+from tests.tasks.test_dedup import BASE, _jaccard, _variants, templated_corpus
 
 T0 = datetime(2026, 1, 1)
 
@@ -26,9 +33,8 @@ def add_queries(wh: Warehouse, texts: list[str], start: int = 0, prefix: str = "
 def run_dedup(wh: Warehouse, params: DedupParams, batch_size: int = 10_000) -> None:
     backfill_signatures(wh, params, "test")
     sketch_benchmarks(wh, params, "test")
-    pending = wh.query(sql_text("queries/pending_dedup.sql"))
-    for i in range(0, pending.height, batch_size):
-        dedup_pending(wh, pending.slice(i, batch_size), params, "test")
+    for page in pending_pages(wh, batch_size):
+        dedup_pending(wh, page, params, "test")
 
 
 def decisions(wh: Warehouse) -> pl.DataFrame:
@@ -66,7 +72,7 @@ def test_runs_against_the_warehouse_equal_one_run_over_everything(tmp_path, para
     assert together.scalar("SELECT count(*) FROM minhash_buckets") == distinct * params.bands[0]
 
 
-def test_a_query_bridging_two_stored_clusters_revises_the_stored_decisions(tmp_path):
+def test_a_query_near_two_stored_kept_ones_changes_no_stored_decision(tmp_path):
     params = DedupParams(ngram=2, threshold=0.6)
     x, y, z = "甲乙丙", "一二三四五六七八", "子丑寅"
     wh = Warehouse(tmp_path / "w.duckdb")
@@ -75,7 +81,36 @@ def test_a_query_bridging_two_stored_clusters_revises_the_stored_decisions(tmp_p
     assert decisions(wh)["kept"].to_list() == [True, True]
     (b,) = add_queries(wh, [x + y + z], start=2)
     run_dedup(wh, params)
-    assert decisions(wh).rows() == [(a0, a0, True, "canonical"), (a1, a0, False, "near"), (b, a0, False, "near")]
+    assert decisions(wh).rows() == [(a0, a0, True, "canonical"), (a1, a1, True, "canonical"), (b, a0, False, "near")]
+    assert wh.scalar("SELECT similarity FROM dedup WHERE query_id = ?", [b]) == pytest.approx(10 / 13)
+
+
+def test_templated_runs_keep_no_near_pair_and_name_their_largest_clusters(tmp_path):
+    params = DedupParams()
+    texts = templated_corpus(300, seed=3)
+    wh = Warehouse(tmp_path / "w.duckdb")
+    add_queries(wh, texts[:150])
+    run_dedup(wh, params, batch_size=40)
+    first = decisions(wh)
+    add_queries(wh, texts[150:], start=150)
+    run_dedup(wh, params, batch_size=64)
+    # the later run changed no stored decision, and its result is the one of deciding all at once
+    assert decisions(wh).join(first, on="query_id").filter(pl.col("kept") != pl.col("kept_right")).is_empty()
+    ids = [f"q{i:04d}" for i in range(len(texts))]
+    once = dedup_stream(zip(ids, texts, strict=True), params).sort("item_id")
+    assert once.select(query_id="item_id", cluster_id="cluster_id", kept="kept", reason="reason").equals(
+        decisions(wh))
+    # kept texts: no pair at or above the threshold (exact check over all pairs)
+    kept = wh.query("SELECT q.text FROM dedup JOIN queries q USING (query_id) WHERE kept")["text"].to_list()
+    sketch = sketch_texts(kept, params)
+    assert max(_jaccard(sketch, i, j) for i, j in itertools.combinations(range(len(kept)), 2)) < params.threshold
+    # only one stored text per exact copy set is sketched; the dropped ones too (for decontamination)
+    distinct = wh.scalar("SELECT count(DISTINCT norm_hash) FROM dedup")
+    assert wh.scalar("SELECT count(*) FROM minhash_signatures") == distinct
+    top = largest_clusters(wh, limit=3)
+    sizes = wh.query("SELECT cluster_id, count(*) AS n FROM dedup GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 3")
+    assert [(r["cluster_id"], r["members"]) for r in top] == sizes.rows()
+    assert all(r["min_similarity"] >= params.threshold and r["exact"] + r["near"] == r["members"] - 1 for r in top)
 
 
 def test_changed_parameters_resketch_stored_texts_and_keep_old_decisions(tmp_path):

@@ -1,5 +1,6 @@
--- Text, signature and cluster of matched stored queries. Frame: refs(ref_id). Parameter: $method.
-SELECT r.ref_id, q.text, s.signature, d.cluster_id
+-- Text, signature, cluster and decision order (seq) of matched stored queries. Frame: refs(ref_id).
+-- Parameter: $method.
+SELECT r.ref_id, q.text, s.signature, d.cluster_id, epoch_us(q.created_at) AS seq
 FROM refs r
 JOIN queries q ON q.query_id = r.ref_id
 JOIN dedup d ON d.query_id = r.ref_id

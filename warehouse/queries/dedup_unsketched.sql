@@ -1,5 +1,6 @@
--- Decided texts without a signature under $method (stored before the method changed): one query each.
-SELECT arg_min(q.query_id, q.query_id) AS query_id, arg_min(q.text, q.query_id) AS text
+-- Decided texts without a signature under $method (stored before the method changed): one query each,
+-- the kept one when the text has one (only kept texts' buckets are matched against new queries).
+SELECT arg_min(q.query_id, (NOT d.kept, q.query_id)) AS query_id, arg_min(q.text, (NOT d.kept, q.query_id)) AS text
 FROM dedup d
 JOIN queries q USING (query_id)
 LEFT JOIN minhash_signatures s ON s.query_id = d.query_id AND s.method = $method

@@ -1,8 +1,12 @@
--- v_dedup_clusters: one row per dedup cluster with more than one member: its canonical (kept) query and
--- how many members are exact / near duplicates of it.
+-- v_dedup_clusters: one row per dedup cluster with more than one member: its canonical (kept) query,
+-- its size, how many members are exact / near duplicates of it, and how alike they are to it (the
+-- similarity of the dropped members to the kept one: >= the threshold for every member decided by the
+-- greedy rule; NULL for decisions made before the similarity was stored).
 CREATE OR REPLACE VIEW v_dedup_clusters AS
 SELECT d.cluster_id, c.text AS canonical_text, count(*) AS members,
        count(*) FILTER (WHERE d.reason = 'exact') AS exact, count(*) FILTER (WHERE d.reason = 'near') AS near,
+       round(min(d.similarity) FILTER (WHERE NOT d.kept), 3) AS min_similarity,
+       round(median(d.similarity) FILTER (WHERE NOT d.kept), 3) AS median_similarity,
        any_value(d.method) AS method
 FROM dedup d
 JOIN queries c ON c.query_id = d.cluster_id
