@@ -25,6 +25,9 @@ def warehouse_path(cfg: FactoryConfig, override: str | None) -> Path:
 def stage_run(name: str, config: str, warehouse: str | None, parent_run_id: str | None) -> Iterator[tuple[Factory, dict]]:
     cfg = load_config(config)
     wh = Warehouse(warehouse_path(cfg, warehouse))
+    # The run record names the warehouse written, whichever of --warehouse, $LIBRA_WAREHOUSE or the
+    # config's key chose it.
+    cfg.warehouse = str(wh.path)
     # Relative export folders live beside the warehouse they were exported from.
     if not Path(cfg.export_dir).is_absolute():
         cfg.export_dir = str(wh.path.parent / cfg.export_dir)

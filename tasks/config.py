@@ -367,8 +367,9 @@ class FactoryConfig(_Strict):
         return Path(self.source_path).parent / p
 
     def public_dict(self) -> dict[str, Any]:
-        """The config as stored in `runs`: no secrets exist in it (keys are env var names)."""
-        return self.model_dump(mode="json")
+        """The config as stored in `runs`: no secrets exist in it (keys are env var names), plus the
+        file it was read from."""
+        return {**self.model_dump(mode="json"), "config_file": self.source_path}
 
 
 def interpolate_env(text: str, source: str) -> str:
@@ -385,6 +386,11 @@ def interpolate_env(text: str, source: str) -> str:
         return value
 
     return _ENV_REF.sub(sub, text)
+
+
+def referenced_env_vars(text: str) -> list[str]:
+    """The environment variables a config's text refers to, in order of first use."""
+    return list(dict.fromkeys(m.group(1) for m in _ENV_REF.finditer(text)))
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:
