@@ -257,7 +257,15 @@ def main() -> None:
 
 
 # Commands of the other areas register themselves on `app` when imported.
-from libra.flows import cli_annotation, cli_data, cli_dedup, cli_deploy, cli_synthesis, cli_training  # noqa: E402,F401
+from libra.flows import (  # noqa: E402,F401
+    cli_annotation,
+    cli_data,
+    cli_dedup,
+    cli_deploy,
+    cli_review,
+    cli_synthesis,
+    cli_training,
+)
 
 if __name__ == "__main__":
     main()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, TextIO
 
@@ -13,6 +14,11 @@ from libra.flows.cli import WarehouseOpt, _fail, _open_reader, app, console, err
 from libra.tasks.human_labels import LabelSheetError, export_hard, import_labels
 from libra.tasks.jsonl import json_lines
 from libra.tasks.verdicts import parse_verdict
+
+
+class SheetFormat(StrEnum):
+    sheet = "sheet"
+    label_studio = "label-studio"
 
 
 def _parse_lines(source: TextIO, out: TextIO) -> tuple[int, int]:
@@ -61,36 +67,42 @@ def parse_verdicts(
 
 @app.command("export-hard")
 def export_hard_cmd(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for hard-samples.csv and hard-samples.jsonl.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the sheet (hard-samples.csv / .jsonl).")],
     warehouse: WarehouseOpt = None,
     include_labelled: Annotated[bool, typer.Option(help="Also samples a human already labelled.")] = False,
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many samples.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing sheet in --out.")] = False,
+    fmt: Annotated[SheetFormat, typer.Option(
+        "--format", "-f", help="sheet: CSV + JSONL; label-studio: Label Studio tasks JSON (the judges' votes as "
+                               "predictions) + its labelling config.")] = SheetFormat.sheet,
 ) -> None:
     """Write the hard samples as a labelling sheet (CSV and JSONL) with a blank `label` column.
 
     Each row: id, query, response, scenario, why it is hard, every judge's vote and analysis, the
     adjudication. Fill `label` with 安全, 不安全 or 有争议 (optionally `note`), then `libra import-labels`.
+    With --format label-studio: hard-samples.label-studio.json (import it into a Label Studio project
+    made with label-studio-config.xml), then `libra import-labels` on Label Studio's JSON export.
     """
     wh = _open_reader(warehouse)
     try:
-        sheet = export_hard(wh, out, include_labelled=include_labelled, limit=limit, overwrite=force)
+        sheet = export_hard(wh, out, include_labelled=include_labelled, limit=limit, overwrite=force, fmt=fmt.value)
     except FileExistsError as e:
         _fail(str(e))
         raise
-    console.print(f"{sheet.rows} hard samples -> {sheet.csv_path} and {sheet.jsonl_path}", highlight=False)
+    console.print(f"{sheet.rows} hard samples -> {' and '.join(str(p) for p in sheet.files)}", highlight=False)
 
 
 @app.command("import-labels")
 def import_labels_cmd(
-    file: Annotated[Path, typer.Argument(help="A filled sheet from export-hard (.csv or .jsonl).")],
+    file: Annotated[Path, typer.Argument(
+        help="A filled sheet from export-hard (.csv or .jsonl), or Label Studio's JSON export (.json).")],
     warehouse: WarehouseOpt = None,
     annotator: Annotated[str | None, typer.Option(help="Annotator name for rows without an `annotator` column.")] = None,
 ) -> None:
     """Import human labels; the whole file is validated first and a file with any bad row is rejected.
 
-    Unknown ids, invalid labels and duplicated ids are reported with their line numbers. Rows with a
-    blank label are skipped. Final labels then follow human > adjudicated > majority.
+    Unknown ids, invalid labels and duplicated ids are reported with their line numbers (Label Studio:
+    task numbers). Rows with a blank label are skipped. Final labels then follow human > adjudicated > majority.
     """
     wh = _open_reader(warehouse)
     try:
@@ -101,6 +113,6 @@ def import_labels_cmd(
     console.print(
         f"{file}: {summary.imported} labels imported {summary.labels or ''} "
         f"({summary.unchanged} unchanged, {summary.skipped_blank} rows without a label)"
-        + (f"; run {summary.run_id}" if summary.run_id else ""),
+        + (f"; run {', '.join(summary.run_ids)}" if summary.run_ids else ""),
         highlight=False,
     )

@@ -8,7 +8,13 @@ Importing validates the whole file before anything is written: an unknown id, a 
 安全 / 不安全 / 有争议 (or safe / unsafe / controversial), a duplicated id, a broken line — every
 problem is reported with its line number and nothing is applied. Rows with a blank label are not
 labelled yet and are skipped. A valid file lands in `human_labels` in one transaction, under a run
-of its own; the final label then follows human > adjudicated > majority (v_final_labels).
+of its own (one per annotator when the file names several); the final label then follows human >
+adjudicated > majority (v_final_labels).
+
+Label Studio speaks the same loop: `export_hard(..., fmt="label-studio")` writes its tasks JSON (the
+judges' and the adjudicator's votes as predictions) and a labelling config for the project, and
+`import_labels` reads Label Studio's JSON export back (one row per annotation, with its annotator and
+lead time), under the same validation. The review page (`libra review`) writes through the same checks.
 """
 
 from __future__ import annotations
@@ -32,6 +38,24 @@ CSV_COLUMNS = ("id", "query", "response", "scenario", "subcategory", "hard_reaso
 HUMAN_LABELS = {"安全": "安全", "不安全": "不安全", "有争议": "有争议",
                 "safe": "安全", "unsafe": "不安全", "controversial": "有争议"}
 MAX_ERRORS_SHOWN = 20
+LABEL_STUDIO_TASKS = f"{SHEET_NAME}.label-studio.json"
+LABEL_STUDIO_CONFIG = "label-studio-config.xml"
+# The labelling interface the exported tasks are made for: the prediction results name these tags.
+LABEL_STUDIO_XML = """<View>
+  <Header value="问题 (query)"/>
+  <Text name="query" value="$query"/>
+  <Header value="回答 (response)"/>
+  <Text name="response" value="$response"/>
+  <Header value="场景 $scenario · 难点 $hard_reason · 多数票 $majority_label"/>
+  <Text name="votes" value="$votes_text"/>
+  <Choices name="label" toName="response" choice="single" showInline="true" required="true">
+    <Choice value="安全" hotkey="1"/>
+    <Choice value="不安全" hotkey="2"/>
+    <Choice value="有争议" hotkey="3"/>
+  </Choices>
+  <TextArea name="note" toName="response" placeholder="备注 (note)" maxSubmissions="1" editable="true"/>
+</View>
+"""
 
 
 class LabelSheetError(InputError):
@@ -40,15 +64,22 @@ class LabelSheetError(InputError):
 
 @dataclass(frozen=True)
 class ExportedSheet:
-    csv_path: Path
-    jsonl_path: Path
+    csv_path: Path | None
+    jsonl_path: Path | None
     rows: int
+    label_studio_path: Path | None = None
+    label_studio_config: Path | None = None
+
+    @property
+    def files(self) -> list[Path]:
+        return [p for p in (self.csv_path, self.jsonl_path, self.label_studio_path, self.label_studio_config) if p]
 
 
 @dataclass
 class ImportSummary:
     path: Path
     run_id: str | None = None
+    run_ids: list[str] = field(default_factory=list)  # one per annotator of the file
     rows: int = 0
     labelled: int = 0
     skipped_blank: int = 0
@@ -68,22 +99,28 @@ def _votes_text(votes: list[dict[str, Any]]) -> str:
     return "\n".join(f"{v['judge']}: {v['label'] or '弃权'} — {v['analysis'] or ''}".rstrip(" —") for v in votes)
 
 
-def write_sheet(rows: pl.DataFrame, out_dir: Path, *, overwrite: bool = False) -> ExportedSheet:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, jsonl_path = out_dir / f"{SHEET_NAME}.csv", out_dir / f"{SHEET_NAME}.jsonl"
-    existing = [p for p in (csv_path, jsonl_path) if p.exists()]
+def _refuse_existing(paths: list[Path], overwrite: bool) -> None:
+    existing = [p for p in paths if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{existing[0]} exists (someone may be labelling it); choose another --out "
                               "or pass --force to replace it")
-    records = []
-    for r in rows.iter_rows(named=True):
-        records.append({
-            "id": r["id"], "query": r["query"], "response": r["response"], "scenario": r["scenario"],
-            "subcategory": r["subcategory"], "hard_reason": r["hard_reason"],
-            "majority_label": r["majority_label"], "adjudicated_label": r["adjudicated_label"],
-            "adjudication_analysis": r["adjudication_analysis"], "votes": r["votes"],
-            "label": r["human_label"] or "", "note": "",
-        })
+
+
+def _records(rows: pl.DataFrame) -> list[dict[str, Any]]:
+    return [{
+        "id": r["id"], "query": r["query"], "response": r["response"], "scenario": r["scenario"],
+        "subcategory": r["subcategory"], "hard_reason": r["hard_reason"],
+        "majority_label": r["majority_label"], "adjudicated_label": r["adjudicated_label"],
+        "adjudication_analysis": r["adjudication_analysis"], "votes": r["votes"],
+        "label": r["human_label"] or "", "note": "",
+    } for r in rows.iter_rows(named=True)]
+
+
+def write_sheet(rows: pl.DataFrame, out_dir: Path, *, overwrite: bool = False) -> ExportedSheet:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, jsonl_path = out_dir / f"{SHEET_NAME}.csv", out_dir / f"{SHEET_NAME}.jsonl"
+    _refuse_existing([csv_path, jsonl_path], overwrite)
+    records = _records(rows)
     with csv_path.open("w", encoding="utf-8-sig", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
@@ -96,9 +133,48 @@ def write_sheet(rows: pl.DataFrame, out_dir: Path, *, overwrite: bool = False) -
     return ExportedSheet(csv_path, jsonl_path, len(records))
 
 
+def _choice(label: str) -> list[dict[str, Any]]:
+    return [{"from_name": "label", "to_name": "response", "type": "choices", "value": {"choices": [label]}}]
+
+
+def label_studio_tasks(rows: pl.DataFrame) -> list[dict[str, Any]]:
+    """Label Studio tasks: the sample in `data` (its id as `response_id`: Label Studio numbers tasks
+    itself), one prediction per judge that gave a label and one for the adjudicator; an abstaining
+    judge is no prediction (Label Studio has no way to show one)."""
+    tasks = []
+    for rec in _records(rows):
+        data = {k: "" if rec[k] is None else rec[k] for k in
+                ("query", "response", "scenario", "subcategory", "hard_reason", "majority_label")}
+        data["response_id"] = rec["id"]
+        data["votes_text"] = _votes_text(rec["votes"])
+        predictions = [{"model_version": v["judge"], "result": _choice(HUMAN_LABELS[v["label"]])}
+                       for v in rec["votes"] if v["label"] in HUMAN_LABELS]
+        if rec["adjudicated_label"] in HUMAN_LABELS:
+            predictions.append({"model_version": "adjudicator",
+                                "result": _choice(HUMAN_LABELS[rec["adjudicated_label"]])})
+        tasks.append({"data": data, "predictions": predictions})
+    return tasks
+
+
+def write_label_studio(rows: pl.DataFrame, out_dir: Path, *, overwrite: bool = False) -> ExportedSheet:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tasks_path, config_path = out_dir / LABEL_STUDIO_TASKS, out_dir / LABEL_STUDIO_CONFIG
+    _refuse_existing([tasks_path, config_path], overwrite)
+    tasks = label_studio_tasks(rows)
+    tasks_path.write_text(json.dumps(tasks, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    config_path.write_text(LABEL_STUDIO_XML, encoding="utf-8")
+    return ExportedSheet(None, None, len(tasks), tasks_path, config_path)
+
+
 def export_hard(wh: Warehouse, out_dir: Path, *, include_labelled: bool = False, limit: int | None = None,
-                overwrite: bool = False) -> ExportedSheet:
-    return write_sheet(hard_sheet(wh, include_labelled, limit), out_dir, overwrite=overwrite)
+                overwrite: bool = False, fmt: str = "sheet") -> ExportedSheet:
+    """fmt: 'sheet' (CSV + JSONL) or 'label-studio' (tasks JSON + labelling config)."""
+    rows = hard_sheet(wh, include_labelled, limit)
+    if fmt == "label-studio":
+        return write_label_studio(rows, out_dir, overwrite=overwrite)
+    if fmt != "sheet":
+        raise ValueError(f"unknown export format {fmt!r} (use sheet or label-studio)")
+    return write_sheet(rows, out_dir, overwrite=overwrite)
 
 
 # -- import ------------------------------------------------------------------------------------------
@@ -111,9 +187,13 @@ class SheetRow:
     note: str | None
     annotator: str | None
     row: int | None = None  # CSV: the spreadsheet row (the header is row 1)
+    seconds: float | None = None  # time spent on the item (Label Studio's lead_time)
+    task: int | None = None  # Label Studio: the task's place in the export (1-based); `line` is the same
 
     @property
     def where(self) -> str:
+        if self.task is not None:
+            return f"task {self.task}"
         return f"line {self.line}" + (f" (row {self.row})" if self.row is not None and self.row != self.line else "")
 
 
@@ -180,14 +260,102 @@ def _read_jsonl(path: Path, errors: list[str]) -> list[SheetRow]:
     return rows
 
 
+def _annotator_name(annotation: dict[str, Any]) -> str | None:
+    """Label Studio names the annotator as a user id, a user object, or `created_username`."""
+    who = annotation.get("completed_by")
+    if isinstance(who, dict):
+        who = who.get("email") or who.get("username") or who.get("id")
+    if who in (None, "") and annotation.get("created_username"):
+        who = str(annotation["created_username"]).split(",")[0]
+    return _cell(who) or None
+
+
+def _label_studio_result(result: Any) -> tuple[list[str], str | None]:
+    """The choices and the note text of one annotation's `result` list."""
+    choices: list[str] = []
+    notes: list[str] = []
+    for item in result if isinstance(result, list) else []:
+        value = item.get("value") if isinstance(item, dict) else None
+        if not isinstance(value, dict):
+            continue
+        if isinstance(value.get("choices"), list):
+            choices += [_cell(c) for c in value["choices"]]
+        if isinstance(value.get("text"), list):
+            notes += [_cell(t) for t in value["text"] if _cell(t)]
+        elif isinstance(value.get("text"), str) and value["text"].strip():
+            notes.append(value["text"].strip())
+    return choices, "\n".join(notes) or None
+
+
+def _read_label_studio(path: Path, tasks: Any, errors: list[str]) -> list[SheetRow]:
+    """Label Studio's JSON export: a list of tasks, each with `data` (our `response_id`) and its
+    `annotations`; a cancelled (skipped) annotation is no label. Also its JSON-MIN export, where each
+    task is one flat object with the data fields and the `label` / `note` choices."""
+    rows: list[SheetRow] = []
+    for n, task in enumerate(tasks, start=1):
+        if not isinstance(task, dict):
+            errors.append(f"task {n}: expected a JSON object, got {type(task).__name__}")
+            continue
+        data = task.get("data") if isinstance(task.get("data"), dict) else None
+        if data is None:  # JSON-MIN: data fields and the tags' values side by side
+            rid = _cell(task.get("response_id"))
+            label = task.get("label")
+            label = label[0] if isinstance(label, list) and len(label) == 1 else label
+            if isinstance(label, dict | list):
+                errors.append(f"task {n}: `label` should be one choice, got {json.dumps(label, ensure_ascii=False)}")
+                continue
+            seconds = task.get("lead_time")
+            rows.append(SheetRow(n, rid, _cell(label), _cell(task.get("note")) or None,
+                                 _cell(task.get("annotator")) or None, seconds=_seconds(seconds), task=n))
+            continue
+        rid = _cell(data.get("response_id", data.get("id")))
+        annotations = task.get("annotations", task.get("completions")) or []
+        if not isinstance(annotations, list):
+            errors.append(f"task {n}: `annotations` should be a list")
+            continue
+        for annotation in annotations:
+            if not isinstance(annotation, dict) or annotation.get("was_cancelled"):
+                continue
+            choices, note = _label_studio_result(annotation.get("result"))
+            if len(choices) > 1:
+                errors.append(f"task {n}: an annotation chose {len(choices)} labels ({', '.join(choices)}); "
+                              "the labelling config allows one")
+                continue
+            rows.append(SheetRow(n, rid, choices[0] if choices else "", note, _annotator_name(annotation),
+                                 seconds=_seconds(annotation.get("lead_time")), task=n))
+    return rows
+
+
+def _seconds(value: Any) -> float | None:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if 0 <= seconds < 10 ** 7 else None
+
+
+def _starts_with_bracket(path: Path) -> bool:
+    with path.open(encoding="utf-8-sig") as f:
+        head = f.read(4096).lstrip()
+    return head.startswith("[")
+
+
 def read_sheet(path: Path) -> tuple[list[SheetRow], list[str]]:
-    """Rows of a CSV or JSONL sheet, and the problems found while reading (line-numbered)."""
+    """Rows of a CSV, JSONL or Label Studio JSON sheet, and the problems found while reading (numbered)."""
     if not path.is_file():
         raise LabelSheetError(f"{path}: no such file")
     errors: list[str] = []
     suffix = path.suffix.lower()
     if suffix == ".csv":
         rows = _read_csv(path, errors)
+    elif suffix == ".json" and _starts_with_bracket(path):
+        try:
+            tasks = json.loads(path.read_text(encoding="utf-8-sig"))
+        except json.JSONDecodeError as e:
+            raise LabelSheetError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(tasks, list):
+            raise LabelSheetError(f"{path}: a Label Studio export is a JSON list of tasks")
+        rows = _read_label_studio(path, tasks, errors)
     elif suffix in (".jsonl", ".json", ".ndjson"):
         rows = _read_jsonl(path, errors)
     else:
@@ -195,21 +363,41 @@ def read_sheet(path: Path) -> tuple[list[SheetRow], list[str]]:
     return rows, errors
 
 
+def normalise_label(label: str) -> str | None:
+    """安全 / 不安全 / 有争议 for any accepted spelling (safe, unsafe, controversial), else None."""
+    return HUMAN_LABELS.get(label.strip().lower())
+
+
+def label_problem(label: str) -> str | None:
+    return None if normalise_label(label) else f"invalid label {label!r} (use 安全, 不安全 or 有争议)"
+
+
+def known_response_ids(wh: Warehouse, ids: set[str]) -> set[str]:
+    """The ids among `ids` that a voted response has (what a human label may name)."""
+    if not ids:
+        return set()
+    frame = pl.DataFrame({"response_id": sorted(ids)})
+    return set(wh.query("SELECT f.response_id FROM v_final_labels f SEMI JOIN wanted w USING (response_id)",
+                        frames={"wanted": frame})["response_id"].to_list())
+
+
 def validate_rows(rows: list[SheetRow], known_ids: set[str]) -> list[str]:
     errors: list[str] = []
-    first: dict[str, str] = {}
+    first: dict[tuple[str, str | None], str] = {}
     for row in rows:
         if not row.id:
             errors.append(f"{row.where}: the id is empty")
             continue
-        if row.id in first:
-            errors.append(f"{row.where}: duplicate id {row.id!r} (first on {first[row.id]})")
+        key = (row.id, row.annotator)  # several annotators may label one item (Label Studio, --per-item)
+        if key in first:
+            who = f" for annotator {row.annotator!r}" if row.annotator else ""
+            errors.append(f"{row.where}: duplicate id {row.id!r}{who} (first on {first[key]})")
             continue
-        first[row.id] = row.where
+        first[key] = row.where
         if row.id not in known_ids:
             errors.append(f"{row.where}: unknown id {row.id!r} (no voted response has it)")
-        if row.label and row.label.lower() not in HUMAN_LABELS:
-            errors.append(f"{row.where}: invalid label {row.label!r} (use 安全, 不安全 or 有争议)")
+        if row.label and (problem := label_problem(row.label)):
+            errors.append(f"{row.where}: {problem}")
     return errors
 
 
@@ -217,12 +405,7 @@ def import_labels(wh: Warehouse, path: Path, *, annotator: str | None = None) ->
     """Validate the whole sheet, then store its labels in one transaction; raises LabelSheetError."""
     path = path.resolve()
     rows, errors = read_sheet(path)
-    ids = {r.id for r in rows if r.id}
-    known = set()
-    if ids:
-        frame = pl.DataFrame({"response_id": sorted(ids)})
-        known = set(wh.query("SELECT f.response_id FROM v_final_labels f SEMI JOIN wanted w USING (response_id)",
-                             frames={"wanted": frame})["response_id"].to_list())
+    known = known_response_ids(wh, {r.id for r in rows if r.id})
     errors += validate_rows(rows, known)
     if errors:
         shown = errors[:MAX_ERRORS_SHOWN]
@@ -237,21 +420,38 @@ def import_labels(wh: Warehouse, path: Path, *, annotator: str | None = None) ->
         "FROM human_labels GROUP BY response_id"
     )
     latest = {r["response_id"]: (r["label"], r["note"]) for r in current.iter_rows(named=True)}
-    new = [r for r in labelled if latest.get(r.id) != (HUMAN_LABELS[r.label.lower()], r.note)]
+    mine = wh.query("SELECT response_id, annotator, label, note FROM _annotator_labels")
+    latest_by = {(r["response_id"], r["annotator"]): (r["label"], r["note"]) for r in mine.iter_rows(named=True)}
+
+    def unchanged(r: SheetRow) -> bool:
+        who = r.annotator or annotator
+        now = latest_by.get((r.id, who)) if who else latest.get(r.id)
+        return now == (normalise_label(r.label), r.note)
+
+    new = [r for r in labelled if not unchanged(r)]
     summary.unchanged = len(labelled) - len(new)
     if not new:
         return summary
-    with wh.writer():  # the run row and every label land together, or nothing does
-        run_id = start_run(wh, "import-labels", None)
-        frame = pl.DataFrame([{
-            "response_id": r.id, "label": HUMAN_LABELS[r.label.lower()], "annotator": r.annotator or annotator,
-            "note": r.note, "source_file": str(path), "source_line": r.line, "run_id": run_id,
-        } for r in new], schema={"response_id": pl.String, "label": pl.String, "annotator": pl.String,
-                                 "note": pl.String, "source_file": pl.String, "source_line": pl.Int32,
-                                 "run_id": pl.String})
-        summary.imported = wh.insert("human_labels", frame)
-        summary.labels = dict(frame.group_by("label").len().iter_rows())
-        summary.run_id = run_id
-        finish_run(wh, run_id, "completed", {"file": str(path), "imported": summary.imported,
-                                             "unchanged": summary.unchanged, "labels": summary.labels})
+    by_annotator: dict[str | None, list[SheetRow]] = {}
+    for r in new:
+        by_annotator.setdefault(r.annotator or annotator, []).append(r)
+    schema = {"response_id": pl.String, "label": pl.String, "annotator": pl.String, "note": pl.String,
+              "source_file": pl.String, "source_line": pl.Int32, "seconds_spent": pl.Float64, "run_id": pl.String}
+    with wh.writer():  # the run rows and every label land together, or nothing does
+        # one run per annotator: a label row is keyed by (response_id, run_id)
+        for who, group in by_annotator.items():
+            run_id = start_run(wh, "import-labels", None)
+            frame = pl.DataFrame([{
+                "response_id": r.id, "label": normalise_label(r.label), "annotator": who, "note": r.note,
+                "source_file": str(path), "source_line": r.line, "seconds_spent": r.seconds, "run_id": run_id,
+            } for r in group], schema=schema)
+            imported = wh.insert("human_labels", frame)
+            labels = dict(frame.group_by("label").len().iter_rows())
+            summary.imported += imported
+            for k, v in labels.items():
+                summary.labels[k] = summary.labels.get(k, 0) + v
+            summary.run_ids.append(run_id)
+            finish_run(wh, run_id, "completed", {"file": str(path), "annotator": who, "imported": imported,
+                                                 "unchanged": summary.unchanged, "labels": labels})
+        summary.run_id = summary.run_ids[0]
     return summary
