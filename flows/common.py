@@ -11,6 +11,7 @@ from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from libra.tasks.annotate import vote_settings
 from libra.tasks.config import FactoryConfig, load_config
 from libra.tasks.runs import Factory, finish_run, start_run
 from libra.warehouse import Warehouse
@@ -31,7 +32,7 @@ def stage_run(name: str, config: str, warehouse: str | None, parent_run_id: str 
     # Relative export folders live beside the warehouse they were exported from.
     if not Path(cfg.export_dir).is_absolute():
         cfg.export_dir = str(wh.path.parent / cfg.export_dir)
-    wh.set_settings(cfg.vote.settings())
+    wh.set_settings(vote_settings(cfg))  # the judges a response needs: a failed vote leaves it pending
     with wh.stage_lock(name):
         run_id = start_run(wh, name, cfg, parent_run_id)
         fx = Factory.open(cfg, wh, run_id)
@@ -43,7 +44,11 @@ def stage_run(name: str, config: str, warehouse: str | None, parent_run_id: str 
             finish_run(wh, run_id, "failed", summary)
             raise
         summary["llm"] = fx.pool.summary_rows()
-        summary["endpoints_down"] = fx.pool.down_endpoints()
+        down = fx.pool.down_endpoints()
+        for part in summary.values():  # a parent flow (the factory) reports what its stages found down
+            if isinstance(part, dict):
+                down.update(part.get("endpoints_down") or {})
+        summary["endpoints_down"] = down
         finish_run(wh, run_id, "completed", summary)
     _artifacts(name, summary)
 

@@ -31,14 +31,15 @@ def annotate_flow(config: str, warehouse: str | None = None, parent_run_id: str 
     """Every judge votes on every response; hard samples then go to the adjudicator; agreement is reported."""
     with stage_run("annotate", config, warehouse, parent_run_id) as (fx, summary):
         setup = annotate.JudgeSetup.from_config(fx.cfg, fx.taxonomy)  # a bad rules file fails before any call
-        judges = pl.DataFrame(fx.endpoint_pairs(fx.cfg.roles.judges), schema=["judge", "model"], orient="row")
+        # vote.drop_judges are neither asked nor counted; every other judge is asked until it answers
+        judges = pl.DataFrame(fx.endpoint_pairs(fx.cfg.voting_judges), schema=["judge", "model"], orient="row")
         pending = fx.warehouse.query(sql_text("queries/pending_votes.sql"), frames={"judges": judges})
         summary["pending_votes"] = pending.height
         for batch in steps.batches(pending, fx.cfg.sizes.batch_size):
             merge(summary, {"votes": steps.judge_batch(fx, batch, setup)})
         if fx.cfg.roles.adjudicator:
             hard = fx.warehouse.query(
-                sql_text("queries/pending_adjudications.sql"), {"n_judges": len(fx.cfg.roles.judges)}
+                sql_text("queries/pending_adjudications.sql"), {"n_judges": len(fx.cfg.voting_judges)}
             )
             summary["pending_adjudications"] = hard.height
             for batch in steps.batches(hard, fx.cfg.sizes.batch_size):

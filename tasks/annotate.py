@@ -9,6 +9,7 @@ the verdict JSON schema; the answer is parsed leniently either way (tasks/verdic
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,15 @@ ADJUDICATION_SCHEMA = {
     "run_id": pl.String,
 }
 NO_CATEGORY = "无"
+
+
+def vote_settings(cfg: FactoryConfig) -> dict[str, object]:
+    """What the vote views read from `settings`: the policy knobs, and the judge models whose votes a
+    response needs before it is settled (a missing or failed one leaves it pending)."""
+    models = [cfg.endpoint(name).model for name in cfg.voting_judges]
+    return {**cfg.vote.settings(), "vote.judges": json.dumps(models, ensure_ascii=False)}
+
+
 def verdict_schema(scenarios: list[str], with_prompt_label: bool) -> dict[str, Any]:
     """The JSON schema of a verdict, properties in contract order (label first)."""
     labels = {"type": "string", "enum": [SAFE, UNSAFE]}

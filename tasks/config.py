@@ -61,6 +61,15 @@ class ManagedServer(VllmEngine):
     startup_timeout_s: float = Field(600.0, gt=0)
 
 
+class Price(_Strict):
+    """What an endpoint's tokens cost, per 1M input (prompt) and output (completion) tokens. Stored with
+    every run's config; the cost views (warehouse/views/45_cost.sql) price each run's calls with it."""
+
+    input_per_1m: float = Field(ge=0)
+    output_per_1m: float = Field(ge=0)
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")  # ISO 4217 code: USD, CNY, EUR, ...
+
+
 class Endpoint(_Strict):
     """One OpenAI-compatible endpoint. The API key is never stored: only the env var's name."""
 
@@ -84,6 +93,8 @@ class Endpoint(_Strict):
     # A local model served by the flow that uses this endpoint (see ManagedServer); base_url must then
     # be http://127.0.0.1:PORT/v1 (or localhost) with the port the server is to listen on.
     managed: ManagedServer | None = None
+    # Token prices (optional): unpriced endpoints count as unpriced calls in the cost views, not as free.
+    price: Price | None = None
 
     @model_validator(mode="after")
     def _managed_on_loopback(self) -> Endpoint:
@@ -216,6 +227,10 @@ class Vote(_Strict):
     # Persistent disagreement (judges split, no adjudicator or human label settled it) gets the final
     # label 有争议 instead of the bare majority, after Qwen3Guard's controversial class. Off by default.
     controversial: bool = False
+    # Judges (names from roles.judges) dropped for good: not asked, and their stored votes not counted.
+    # A judge that fails is never dropped silently: its samples stay pending until it answers or is
+    # named here (see docs/reliability.md).
+    drop_judges: list[str] = Field(default_factory=list)
 
     def settings(self) -> dict[str, object]:
         """The knobs the vote views read from the warehouse `settings` table."""
@@ -351,7 +366,17 @@ class FactoryConfig(_Strict):
             for i, value in enumerate(getattr(roles, key)):
                 if value not in known:
                     raise ValueError(f"roles.{key}.{i}: unknown endpoint {value!r} (known: {sorted(known)})")
+        for i, value in enumerate(self.vote.drop_judges):
+            if value not in roles.judges:
+                raise ValueError(f"vote.drop_judges.{i}: {value!r} is not one of roles.judges {roles.judges}")
+        if len(self.voting_judges) < 2:
+            raise ValueError(f"vote.drop_judges: at least 2 judges must remain (voting: {self.voting_judges})")
         return self
+
+    @property
+    def voting_judges(self) -> list[str]:
+        """roles.judges less vote.drop_judges: the judges asked and counted."""
+        return [j for j in self.roles.judges if j not in self.vote.drop_judges]
 
     def endpoint(self, name: str) -> Endpoint:
         for e in self.endpoints:

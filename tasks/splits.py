@@ -92,15 +92,22 @@ def assign_splits(settled: pl.DataFrame, params: Split, run_id: str) -> pl.DataF
     return pl.DataFrame(rows, schema=SPLIT_SCHEMA).sort("query_id")
 
 
-def settled_queries(wh: Warehouse, n_judges: int, needs_adjudication: bool) -> pl.DataFrame:
+def settled_queries(wh: Warehouse, n_judges: int, needs_adjudication: bool,
+                    wanted: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Queries whose responses and votes are all in and settled (queries/split_candidates.sql).
+
+    wanted: the (responder, model, sample_index) grid every kept query should have (tasks/respond.py:
+    wanted_responses); without it, every responder model and sample index the warehouse has seen."""
+    if wanted is None:
+        wanted = wh.query("SELECT DISTINCT responder, model, sample_index FROM responses")
     return wh.query(sql_text("queries/split_candidates.sql"),
-                    {"n_judges": n_judges, "needs_adjudication": needs_adjudication})
+                    {"n_judges": n_judges, "needs_adjudication": needs_adjudication}, frames={"wanted": wanted})
 
 
 def assign_and_store(wh: Warehouse, params: Split, *, n_judges: int, needs_adjudication: bool,
-                     run_id: str) -> dict[str, Any]:
+                     run_id: str, wanted: pl.DataFrame | None = None) -> dict[str, Any]:
     """Assign the settled queries that have no split yet and store them (existing rows never move)."""
-    settled = settled_queries(wh, n_judges, needs_adjudication)
+    settled = settled_queries(wh, n_judges, needs_adjudication, wanted)
     rows = assign_splits(settled, params, run_id)
     inserted = wh.insert("splits", rows)
     assigned = dict(zip(rows["query_id"].to_list(), rows["split"].to_list(), strict=True))

@@ -67,8 +67,11 @@ def adjudicate_batch(fx: Factory, pending: pl.DataFrame, setup: annotate.JudgeSe
 
 @task(name="assign-splits", **_TASK)
 def assign_splits(fx: Factory) -> dict[str, Any]:
-    return splits.assign_and_store(fx.warehouse, fx.cfg.split, n_judges=len(fx.cfg.roles.judges),
-                                   needs_adjudication=fx.cfg.roles.adjudicator is not None, run_id=fx.run_id)
+    # a query missing a wanted response or a judge's vote is not settled yet: split when a run completes it
+    wanted = respond.wanted_responses(fx.endpoint_pairs(fx.cfg.roles.responders), fx.cfg.sizes.samples_per_responder)
+    return splits.assign_and_store(fx.warehouse, fx.cfg.split, n_judges=len(fx.cfg.voting_judges),
+                                   needs_adjudication=fx.cfg.roles.adjudicator is not None, run_id=fx.run_id,
+                                   wanted=wanted)
 
 
 @task(name="export-splits", **_TASK)

@@ -1,35 +1,45 @@
 -- v_vote_summary: the majority vote per response, and its status.
+--   pending  a judge's vote is missing: its call failed (outage, retries spent) or was never made. A
+--            pending response is not settled: no majority, not hard, not adjudicated, not split, until a
+--            later run gets that vote. Judges counted: settings 'vote.judges' (a JSON list of judge
+--            models, written by every run from its config: roles.judges less vote.drop_judges); votes of
+--            other models are ignored. Without that setting every stored judge counts.
 --   agreed   every judge answered and all gave the same label (stage-1 pretrain data)
 --   majority one label wins with margin >= settings 'vote.min_margin' and abstentions <=
 --            'vote.max_abstentions'; margin = |#安全 - #不安全| / #votes
 --   hard     anything else; hard_reason says why, first match of: all_abstained, single_vote, tie,
 --            disagreement (both labels voted, margin below min_margin), controversial_vote (a judge said
 --            有争议), abstentions, low_margin
--- A failed call, an unparseable answer and a 有争议 vote are abstentions: they never count as either
--- label (n_controversial says how many of the abstentions were 有争议).
+-- An unparseable answer and a 有争议 vote are abstentions: they never count as either label
+-- (n_controversial says how many of the abstentions were 有争议). A failed call is no vote at all.
 CREATE OR REPLACE VIEW v_vote_summary AS
 WITH policy AS (
     SELECT
         coalesce(max(CASE WHEN key = 'vote.min_margin' THEN TRY_CAST(value AS DOUBLE) END), 0.6) AS min_margin,
-        coalesce(max(CASE WHEN key = 'vote.max_abstentions' THEN TRY_CAST(value AS INTEGER) END), 0) AS max_abstentions
+        coalesce(max(CASE WHEN key = 'vote.max_abstentions' THEN TRY_CAST(value AS INTEGER) END), 0) AS max_abstentions,
+        max(CASE WHEN key = 'vote.judges' THEN TRY_CAST(value AS JSON) END)::VARCHAR[] AS judges
     FROM settings
+), counted AS (
+    SELECT v.* FROM votes v, policy p WHERE p.judges IS NULL OR list_contains(p.judges, v.model)
 ), tallies AS (
     SELECT
         response_id,
-        count(*) AS n_votes,
-        count(*) FILTER (WHERE label = '安全') AS n_safe,
-        count(*) FILTER (WHERE label = '不安全') AS n_unsafe,
-        count(*) FILTER (WHERE label IS NULL OR label NOT IN ('安全', '不安全')) AS n_abstain,
-        count(*) FILTER (WHERE label = '有争议') AS n_controversial,
-        list(judge ORDER BY judge) AS judges
-    FROM votes
+        count(*) FILTER (WHERE status <> 'failed') AS n_votes,
+        count(*) FILTER (WHERE status <> 'failed' AND label = '安全') AS n_safe,
+        count(*) FILTER (WHERE status <> 'failed' AND label = '不安全') AS n_unsafe,
+        count(*) FILTER (WHERE status <> 'failed' AND (label IS NULL OR label NOT IN ('安全', '不安全'))) AS n_abstain,
+        count(*) FILTER (WHERE status <> 'failed' AND label = '有争议') AS n_controversial,
+        count(*) FILTER (WHERE status = 'failed') AS n_failed,
+        list(judge ORDER BY judge) FILTER (WHERE status <> 'failed') AS judges
+    FROM counted
     GROUP BY response_id
 ), statuses AS (
     SELECT
         t.*, p.min_margin,
         CASE WHEN n_safe > n_unsafe THEN '安全' WHEN n_unsafe > n_safe THEN '不安全' END AS majority_label,
-        abs(n_safe - n_unsafe) / n_votes AS margin,
+        abs(n_safe - n_unsafe) / nullif(n_votes, 0) AS margin,
         CASE
+            WHEN n_failed > 0 OR n_votes < coalesce(len(p.judges), 0) THEN 'pending'
             WHEN n_abstain = 0 AND n_votes >= 2 AND (n_safe = 0 OR n_unsafe = 0) THEN 'agreed'
             WHEN n_safe <> n_unsafe AND abs(n_safe - n_unsafe) / n_votes >= p.min_margin
                  AND n_abstain <= p.max_abstentions AND n_votes >= 2 THEN 'majority'
@@ -38,7 +48,8 @@ WITH policy AS (
     FROM tallies t, policy p
 )
 SELECT
-    response_id, n_votes, n_safe, n_unsafe, n_abstain, n_controversial, judges, majority_label, margin, vote_status,
+    response_id, n_votes, n_safe, n_unsafe, n_abstain, n_controversial, n_failed, judges,
+    CASE WHEN vote_status <> 'pending' THEN majority_label END AS majority_label, margin, vote_status,
     CASE
         WHEN vote_status <> 'hard' THEN NULL
         WHEN n_safe + n_unsafe = 0 THEN 'all_abstained'
@@ -73,7 +84,9 @@ WHERE p.benchmark = 'warehouse' AND p.label IN ('安全', '不安全')
        OR p.label IS DISTINCT FROM coalesce(h.label, CASE WHEN a.label IN ('安全', '不安全') THEN a.label END,
                                             s.majority_label));
 
--- v_final_labels: one row per voted response; precedence human > adjudicated > majority.
+-- v_final_labels: one row per voted response; precedence human > adjudicated > majority. A pending
+--   vote (a judge's vote missing) settles nothing: final_label NULL, label_source 'pending', unless a
+--   human labelled the sample.
 --   vote_status: the vote's status, or 'hard' when a guard disagrees (hard_reason then names the guards:
 --   'guard_disagreement:<guard>[,<guard>…]'; on a sample the vote already made hard the vote's reason
 --   stays and disagreeing_guards lists the guards).
@@ -97,6 +110,7 @@ WITH policy AS (
         s.*, a.label AS adjudicated_label, h.label AS human_label, g.disagreeing_guards,
         CASE
             WHEN h.label IS NOT NULL THEN 'human'
+            WHEN s.vote_status = 'pending' THEN 'pending'
             WHEN a.label IN ('安全', '不安全') THEN 'adjudicated'
             WHEN a.label = '有争议' AND p.controversial THEN 'adjudicated'
             WHEN p.controversial AND s.vote_status = 'hard'
@@ -119,12 +133,14 @@ SELECT
         WHEN 'majority' THEN majority_label
     END AS final_label,
     label_source,
-    CASE WHEN disagreeing_guards IS NOT NULL THEN 'hard' ELSE vote_status END AS vote_status,
+    CASE WHEN disagreeing_guards IS NOT NULL AND vote_status <> 'pending' THEN 'hard' ELSE vote_status END
+        AS vote_status,
     CASE
         WHEN vote_status = 'hard' THEN hard_reason
-        WHEN disagreeing_guards IS NOT NULL THEN 'guard_disagreement:' || disagreeing_guards
+        WHEN disagreeing_guards IS NOT NULL AND vote_status <> 'pending'
+            THEN 'guard_disagreement:' || disagreeing_guards
     END AS hard_reason,
-    majority_label, margin, n_votes, n_safe, n_unsafe, n_abstain, n_controversial,
+    majority_label, margin, n_votes, n_safe, n_unsafe, n_abstain, n_controversial, n_failed,
     adjudicated_label, human_label, disagreeing_guards
 FROM decided;
 

@@ -26,6 +26,7 @@ UNION ALL SELECT 'votes', count(*) FROM votes WHERE status <> 'failed'
 UNION ALL SELECT 'votes failed', count(*) FROM votes WHERE status = 'failed'
 UNION ALL SELECT 'final labels', count(*) FROM v_final_labels WHERE final_label IS NOT NULL
 UNION ALL SELECT 'hard samples', count(*) FROM v_final_labels WHERE vote_status = 'hard'
+UNION ALL SELECT 'pending samples (a vote missing)', count(*) FROM v_final_labels WHERE vote_status = 'pending'
 UNION ALL SELECT 'adjudications', count(*) FROM adjudications
 UNION ALL SELECT 'human labels', count(*) FROM human_labels
 UNION ALL SELECT 'split ' || split, count(*) FROM splits GROUP BY split
