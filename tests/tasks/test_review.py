@@ -93,3 +93,14 @@ def test_item_shows_a_posterior_when_the_warehouse_has_one(wh: Warehouse) -> Non
     assert review_item(wh, "r-split", "a", 1)["p_unsafe"] == 0.8125
     with pytest.raises(ReviewError, match="unknown item"):
         review_item(wh, "r-nope", "a", 1)
+
+
+def test_item_shows_guard_disagreements_and_their_samples_join_the_hard_list(wh: Warehouse) -> None:
+    assert "r-agreed" not in review_items(wh, ReviewFilter(), "a")["id"].to_list()
+    wh.insert("predictions", pl.DataFrame([{"guard": "stage1-guard", "benchmark": "warehouse", "item_id": "r-agreed",
+                                            "raw_text": "{}", "label": "不安全", "run_id": "eval"}]))
+    items = review_items(wh, ReviewFilter(hard_reason="guard_disagreement"), "a")
+    assert items["id"].to_list() == ["r-agreed"]
+    item = review_item(wh, "r-agreed", "a", 1)
+    assert item["guards"] == [{"guard": "stage1-guard", "label": "不安全"}]
+    assert item["hard_reason"] == "guard_disagreement:stage1-guard"
