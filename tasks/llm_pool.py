@@ -104,6 +104,7 @@ class EndpointStats:
     failed: int = 0
     cached: int = 0
     retries: int = 0
+    skipped: int = 0  # never sent: the endpoint was already down
     prompt_tokens: int = 0
     completion_tokens: int = 0
     down: bool = False
@@ -113,7 +114,7 @@ class EndpointStats:
     def as_row(self, name: str) -> dict[str, Any]:
         return {
             "endpoint": name, "sent": self.sent, "ok": self.ok, "failed": self.failed, "cached": self.cached,
-            "retries": self.retries, "prompt_tokens": self.prompt_tokens,
+            "retries": self.retries, "skipped": self.skipped, "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens, "down": self.down, "down_reason": self.down_reason or "",
         }
 
@@ -315,7 +316,13 @@ class LLMPool:
         for attempt in range(ep.max_retries + 1):
             if stats.down:
                 res.error = f"endpoint {name} is down: {stats.down_reason}"
+                if res.attempts:  # it went out before the breaker tripped: a failed call, logged as one
+                    stats.failed += 1
+                else:
+                    stats.skipped += 1
                 return
+            if attempt:
+                stats.retries += 1  # counted when re-sent, as llm_calls counts it (attempts - 1)
             retry_after: float | None = None
             async with semaphores[name]:
                 await limiters[name].acquire()
@@ -363,7 +370,6 @@ class LLMPool:
                 self._count_error(stats, last_error)
                 res.latency_ms = (time.perf_counter() - started) * 1000
             if attempt < ep.max_retries:
-                stats.retries += 1
                 await asyncio.sleep(self._backoff(attempt, retry_after))
         res.error = last_error
         stats.failed += 1
@@ -405,7 +411,7 @@ class LLMPool:
         }
 
     def summary_rows(self) -> list[dict[str, Any]]:
-        return [s.as_row(name) for name, s in self.stats.items() if s.sent or s.cached or s.failed]
+        return [s.as_row(name) for name, s in self.stats.items() if s.sent or s.cached or s.failed or s.skipped]
 
     def down_endpoints(self) -> dict[str, str]:
         return {name: s.down_reason or "" for name, s in self.stats.items() if s.down}
