@@ -219,6 +219,11 @@ def _print_status(wh: Warehouse) -> None:
         title="Labelled responses per scenario",
     )
     print_frame(wh.query("SELECT * FROM v_token_cost ORDER BY model"), title="Tokens per model")
+    print_frame(  # endpoint prices from the config (Endpoint.price); currency NULL = calls without a price
+        wh.query("SELECT currency, calls, cost, cost_per_settled_label, cost_per_training_example "
+                 "FROM v_cost_per_label ORDER BY currency NULLS LAST"),
+        title="LLM cost per currency (more: v_cost_by_run, _stage, _endpoint, _judge)",
+    )
     print_frame(
         wh.query("SELECT run_id, flow, status, started_at, finished_at FROM runs "
                  "WHERE parent_run_id IS NULL ORDER BY started_at DESC LIMIT 5"),
@@ -228,7 +233,8 @@ def _print_status(wh: Warehouse) -> None:
 
 @app.command()
 def status(warehouse: WarehouseOpt = None, config: ReaderConfigOpt = None) -> None:
-    """Counts per stage, per scenario and label, tokens per model, latest runs."""
+    """Counts per stage, per scenario and label, tokens per model, LLM cost (per settled label and training
+    example), latest runs."""
     _print_status(_open_reader(warehouse, config))
 
 
