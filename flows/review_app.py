@@ -223,10 +223,12 @@ def create_app(settings: ReviewSettings) -> Starlette:
     async def undo(request: Request) -> Response:
         try:
             body = await _body(request)
-            removed = await run_in_threadpool(session.undo, body["id"], annotator_of(request, body))
+            who = annotator_of(request, body)
+            removed = await run_in_threadpool(session.undo, body["id"], who)
+            now = await run_in_threadpool(session.label_now, body["id"], who)
         except (ReviewError, WarehouseError) as e:
             return bad(e)
-        return JSONResponse({"id": body["id"], "removed": removed})
+        return JSONResponse({"id": body["id"], "removed": removed, "label_now": now})
 
     @asynccontextmanager
     async def lifespan(app: Starlette):

@@ -155,13 +155,17 @@ class ReviewSession:
         note = (note or "").strip() or None
         if note is not None and len(note) > MAX_NOTE_CHARS:
             raise ReviewError(f"the note has {len(note)} characters (at most {MAX_NOTE_CHARS})")
+        run_id = self._run_id(annotator)
         if seconds is not None:
             seconds = min(max(float(seconds), 0.0), MAX_SECONDS)
+        else:  # a note added to a labelled item keeps the time the label took
+            seconds = self.wh.scalar("SELECT seconds_spent FROM human_labels WHERE response_id = ? AND run_id = ?",
+                                     [response_id, run_id])
         canonical = normalise_label(label)
         row = pl.DataFrame([{
             "response_id": response_id, "label": canonical, "annotator": annotator, "note": note,
             "source_file": SOURCE_FILE, "source_line": None, "seconds_spent": seconds,
-            "run_id": self._run_id(annotator), "created_at": datetime.now(UTC).replace(tzinfo=None),
+            "run_id": run_id, "created_at": datetime.now(UTC).replace(tzinfo=None),
         }], schema={"response_id": pl.String, "label": pl.String, "annotator": pl.String, "note": pl.String,
                     "source_file": pl.String, "source_line": pl.Int32, "seconds_spent": pl.Float64,
                     "run_id": pl.String, "created_at": pl.Datetime("us")})
@@ -181,6 +185,11 @@ class ReviewSession:
                                 [response_id, run_id]).fetchall()[0][0]
             con.execute("DELETE FROM human_labels WHERE response_id = ? AND run_id = ?", [response_id, run_id])
         return bool(found)
+
+    def label_now(self, response_id: str, annotator: str) -> str | None:
+        """The annotator's label of the item from any session or import (None: not labelled by them)."""
+        return self.wh.scalar("SELECT label FROM _annotator_labels WHERE response_id = ? AND annotator = ?",
+                              [response_id, annotator])
 
     def close(self) -> None:
         """Mark the session's runs completed, with how many labels each annotator stored."""

@@ -194,6 +194,7 @@ async function label(value) {
   setStatus(`已保存 ${it.id}: ${saved.label}`);
   const here = await refresh(it.id);
   await show(nextIndex(here < 0 ? state.index : here));
+  if (!state.items.some((item) => item.needs_me)) setStatus(`已保存 ${it.id}: ${saved.label} · 全部完成 (all done)`);
 }
 
 async function undo() {
@@ -202,8 +203,11 @@ async function undo() {
     setStatus("没有可撤销的操作 (nothing to undo)");
     return;
   }
-  await api("/api/undo", { id: last.id });
-  if (last.before) await api("/api/label", { id: last.id, label: last.before, note: last.beforeNote });
+  const undone = await api("/api/undo", { id: last.id });
+  // a label this page replaced comes back (one from an earlier session stands again by itself)
+  if (last.before && undone.label_now !== last.before) {
+    await api("/api/label", { id: last.id, label: last.before, note: last.beforeNote });
+  }
   setStatus(`已撤销 ${last.id}`);
   const index = await refresh(last.id);
   await show(index);

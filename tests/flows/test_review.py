@@ -123,7 +123,8 @@ def test_page_labels_with_the_keyboard_undoes_notes_and_escapes(wh: Warehouse, t
         assert "r-contro" not in _labels(wh)
 
         page.keyboard.press("n")  # a note, then the label it goes with
-        page.locator("#note").fill("回答在讲历史，不是教程")
+        page.wait_for_selector("#note", state="visible")
+        page.keyboard.type("回答在讲历史，不是教程")
         page.keyboard.press("Enter")
         page.keyboard.press("2")
         at("r-split")

@@ -61,18 +61,20 @@ def test_session_writes_replaces_and_undoes_its_own_rows(wh: Warehouse) -> None:
     assert session.save_label("r-split", "safe", "alice", note="  ", seconds=-4) == "安全"
     assert session.save_label("r-split", "不安全", "alice", note="改了", seconds=1e9) == "不安全"  # replaces
     assert session.save_label("r-tie", "有争议", "alice", seconds=2.5) == "有争议"
+    assert session.save_label("r-tie", "有争议", "alice", note="两可") == "有争议"  # a note keeps the time
     rows = wh.query("SELECT response_id, label, note, seconds_spent FROM human_labels WHERE run_id <> 'earlier-import' "
                     "ORDER BY response_id").rows()
-    assert rows == [("r-split", "不安全", "改了", 86400.0), ("r-tie", "有争议", None, 2.5)]
+    assert rows == [("r-split", "不安全", "改了", 86400.0), ("r-tie", "有争议", "两可", 2.5)]
     item = review_item(wh, "r-tie", "alice", per_item=1)
     assert item["my_label"] == "有争议" and [v["judge"] for v in item["votes"]] == ["judge-a", "judge-b", "judge-c"]
     # undo removes this session's row only: the earlier import's label stands again
     assert session.undo("r-tie", "alice") and not session.undo("r-tie", "alice")
+    assert session.label_now("r-tie", "alice") == "安全"
     assert not session.undo("r-split", "bob")  # bob wrote nothing in this session
     assert review_item(wh, "r-tie", "alice", per_item=1)["my_label"] == "安全"
     session.close()
     status, summary = wh.query("SELECT status, summary FROM runs WHERE flow = 'review'").row(0)
-    assert status == "completed" and '"labels": 1' in summary and '"writes": 3' in summary
+    assert status == "completed" and '"labels": 1' in summary and '"writes": 4' in summary
 
 
 @pytest.mark.parametrize(("args", "message"), [
