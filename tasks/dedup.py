@@ -17,7 +17,7 @@ creation time in the warehouse, the line number in a file. A text is
 - kept (`canonical`, cluster_id = itself) otherwise.
 
 So a text is dropped only for a kept text it is really near, and the kept set has no pair at or above
-the threshold (bar LSH misses: P(candidate | s = threshold) >= 0.98). Nothing chains: A~B and B~C put
+the threshold (bar LSH misses: P(candidate | s = threshold) >= 0.999). Nothing chains: A~B and B~C put
 C with A only if C~A itself. `similarity` stores each dropped text's similarity to its kept text.
 Decisions are never revised: a new text is compared with kept texts only and changes no stored row, so
 deciding batch B after stored A equals deciding A+B at once whenever B's items sort after A's (the
@@ -54,9 +54,11 @@ from datasketch import MinHash
 _STRIP = re.compile(r"[\s\W_]+", re.UNICODE)
 
 # Candidate pairs are verified afterwards, so LSH false positives cost only time while false negatives
-# are lost pairs: the bands are chosen for recall, P(candidate | s = threshold) >= this (pairs above the
-# threshold fare better: at threshold 0.6, P(0.6) = 0.988, P(0.65) = 0.998).
-LSH_RECALL_AT_THRESHOLD = 0.98
+# are lost pairs, and a lost pair of kept texts breaks the rule "no kept pair at or above the threshold"
+# (at 0.98 a templated corpus of 6k texts kept a pair at 0.609: bench/dedup_scale.py). The bands are
+# chosen for recall, P(candidate | s = threshold) >= this: at threshold 0.6, 42 bands x 3 rows,
+# P(0.6) = 0.99996 (32 x 4 would give 0.988), at the price of more candidates below it (P(0.3) = 0.68).
+LSH_RECALL_AT_THRESHOLD = 0.999
 # True Jaccard is computed only for candidates whose MinHash estimate is at least threshold - margin:
 # with 128 permutations the estimate's standard error is <= 0.044, so 0.2 is more than 4.5 sigma.
 VERIFY_MARGIN = 0.2
@@ -73,7 +75,7 @@ def lsh_bands(threshold: float, num_perm: int, min_recall: float = LSH_RECALL_AT
     """(b bands, r rows). A pair of Jaccard similarity s shares a bucket in at least one band with
     probability 1 - (1 - s^r)^b. This is the largest r (fewest spurious candidates) whose probability at
     s = threshold reaches `min_recall`, with b = num_perm // r. Threshold 0.6 with 128 permutations:
-    32 bands x 4 rows; P(0.6) = 0.988, P(0.4) = 0.57, P(0.2) = 0.05, P(0.1) = 0.003."""
+    42 bands x 3 rows; P(0.6) = 0.99996, P(0.4) = 0.93, P(0.2) = 0.29, P(0.1) = 0.041."""
     for r in range(num_perm, 0, -1):
         b = num_perm // r
         if 1 - (1 - threshold**r) ** b >= min_recall:
@@ -138,6 +140,7 @@ def norm_hash(norm: str) -> str:
 _U64 = np.uint64
 _POLY = _U64(0x9E3779B97F4A7C15)  # odd 64-bit multiplier of the polynomial hash
 _SHINGLES_PER_CHUNK = 1 << 13  # shingles permuted at once: a (num_perm x chunk) uint32 matrix
+_PAIRS_PER_CHUNK = 1 << 16  # candidate pairs whose signatures are compared at once (2 x 32 MiB at 128)
 
 
 def _fmix64(h: np.ndarray) -> np.ndarray:
@@ -338,7 +341,11 @@ def similarities(left: Sketch, li: np.ndarray, right: Sketch, ri: np.ndarray, pa
     signature values) and, when params.verify_jaccard, the true similarity of the shingle sets for the
     pairs whose estimate is within VERIFY_MARGIN of the threshold or above (the others keep their
     estimate: they are below the threshold either way, bar a 4.6-sigma estimation error)."""
-    est = (left.signatures[li] == right.signatures[ri]).mean(axis=1)
+    est = np.empty(len(li), dtype=np.float64)
+    num_perm = left.signatures.shape[1]
+    for lo in range(0, len(li), _PAIRS_PER_CHUNK):  # bounded (pairs x num_perm) temporaries
+        hi = lo + _PAIRS_PER_CHUNK
+        est[lo:hi] = np.count_nonzero(left.signatures[li[lo:hi]] == right.signatures[ri[lo:hi]], axis=1) / num_perm
     if not params.verify_jaccard:
         return est
     for k in np.flatnonzero(est >= params.threshold - VERIFY_MARGIN).tolist():
@@ -433,7 +440,7 @@ DECISION_SCHEMA = {"item_id": pl.String, "norm_hash": pl.String, "cluster_id": p
 MEMBER_SCHEMA = {**DECISION_SCHEMA, "seq": pl.Int64}
 # Batch texts matched against the stored kept ones per chunk: bounds the candidate frame (texts x their
 # candidates) whatever the batch size.
-MATCH_CHUNK = 2048
+MATCH_CHUNK = 1024
 
 
 @dataclass
@@ -463,27 +470,47 @@ def _first_stored_near(sketch: Sketch, positions: np.ndarray, index: DedupIndex,
 def _greedy_within(sketch: Sketch, order: list[int], params: DedupParams) -> dict[int, tuple[int, float]]:
     """One pass over batch texts in decision order: a text near an earlier *kept* one is dropped for the
     earliest such text, any other is kept. The kept texts' buckets live in a dict from bucket key to
-    their positions, so a text is compared only with the kept texts sharing one of its b buckets.
+    their ranks, so a text is compared only with the kept texts sharing one of its b buckets, earliest
+    first, and the first verified one ends the search.
     Returns {dropped position: (the kept position, similarity)}; the positions not in it are kept."""
-    rank = {p: k for k, p in enumerate(order)}
+    positions = np.asarray(order, dtype=np.int64)
+    sigs = sketch.signatures
     kept_in_bucket: dict[int, list[int]] = {}
     dropped: dict[int, tuple[int, float]] = {}
-    for p in order:
+    for rank, p in enumerate(order):
         keys = sketch.buckets[p].tolist()
         seen: set[int] = set()
         for key in keys:
-            seen.update(kept_in_bucket.get(key, ()))
+            ranks = kept_in_bucket.get(key)
+            if ranks:
+                seen.update(ranks)
         if seen:
-            cands = np.fromiter(seen, dtype=np.int64, count=len(seen))
-            sims = similarities(sketch, np.full(len(cands), p, dtype=np.int64), sketch, cands, params)
-            hits = np.flatnonzero(sims >= params.threshold)
-            if len(hits):
-                first = min(hits.tolist(), key=lambda h: rank[int(cands[h])])
-                dropped[p] = (int(cands[first]), float(sims[first]))
+            cands = positions[np.fromiter(sorted(seen), dtype=np.int64, count=len(seen))]
+            hit = _first_near(sketch, p, cands, np.count_nonzero(sigs[cands] == sigs[p], axis=1) / sigs.shape[1],
+                              params)
+            if hit is not None:
+                dropped[p] = hit
                 continue
         for key in keys:
-            kept_in_bucket.setdefault(key, []).append(p)
+            kept_in_bucket.setdefault(key, []).append(rank)
     return dropped
+
+
+def _first_near(sketch: Sketch, p: int, cands: np.ndarray, estimates: np.ndarray, params: DedupParams
+                ) -> tuple[int, float] | None:
+    """The first of `cands` (in their order) whose similarity with text p is >= threshold, as in
+    similarities(): the MinHash estimate, or the true Jaccard for estimates within VERIFY_MARGIN."""
+    if not params.verify_jaccard:
+        hits = np.flatnonzero(estimates >= params.threshold)
+        return (int(cands[hits[0]]), float(estimates[hits[0]])) if len(hits) else None
+    a = sketch.shingle_set(p)
+    for k in np.flatnonzero(estimates >= params.threshold - VERIFY_MARGIN).tolist():
+        b = sketch.shingle_set(int(cands[k]))
+        inter = len(a & b)
+        sim = inter / (len(a) + len(b) - inter)
+        if sim >= params.threshold:
+            return int(cands[k]), sim
+    return None
 
 
 def dedup_batch(new: pl.DataFrame, sketch: Sketch, index: DedupIndex, params: DedupParams,

@@ -69,10 +69,10 @@ def test_defaults_equal_the_config_section():
     assert DedupParams.from_dict(Dedup().model_dump()) == DedupParams()
 
 
-def test_lsh_bands_catch_pairs_at_the_threshold_with_high_probability():
+def test_lsh_bands_catch_pairs_at_the_threshold_with_probability_0_999():
     for threshold in (0.5, 0.6, 0.7, 0.8):
         b, r = lsh_bands(threshold, 128)
-        assert b * r <= 128 and 1 - (1 - threshold**r) ** b >= 0.98
+        assert b * r <= 128 and 1 - (1 - threshold**r) ** b >= 0.999
 
 
 def test_exact_and_near_duplicates_are_marked_with_cluster_and_reason():
