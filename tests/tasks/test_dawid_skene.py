@@ -1,0 +1,89 @@
+"""Dawid–Skene EM against simulated judges whose confusion matrices are known."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from libra.tasks.dawid_skene import dawid_skene
+
+SAFE, UNSAFE = "安全", "不安全"
+
+
+def simulate(n: int, judges: dict[str, tuple[float, float]], p_unsafe: float = 0.4, seed: int = 0):
+    """judges: name -> (P(says unsafe | safe), P(says safe | unsafe)). Returns (truth, votes)."""
+    rng = np.random.default_rng(seed)
+    truth = rng.random(n) < p_unsafe  # True = unsafe
+    rows = []
+    for name, (false_alarm, miss) in judges.items():
+        flip = rng.random(n) < np.where(truth, miss, false_alarm)
+        said_unsafe = truth ^ flip
+        rows.append(pl.DataFrame({"item_id": [f"i{i}" for i in range(n)], "judge": name,
+                                  "label": np.where(said_unsafe, UNSAFE, SAFE)}))
+    return pl.Series("truth", np.where(truth, UNSAFE, SAFE)), pl.concat(rows)
+
+
+def majority(votes: pl.DataFrame) -> pl.DataFrame:
+    return (votes.group_by("item_id").agg((pl.col("label") == UNSAFE).mean().alias("u"))
+            .select("item_id", label=pl.when(pl.col("u") > 0.5).then(pl.lit(UNSAFE)).otherwise(pl.lit(SAFE))))
+
+
+def error(labels: pl.DataFrame, truth: pl.Series) -> float:
+    want = pl.DataFrame({"item_id": [f"i{i}" for i in range(len(truth))], "truth": truth})
+    joined = labels.join(want, on="item_id")
+    return float((joined["label"] != joined["truth"]).mean())
+
+
+# two lenient judges (miss unsafe answers far more than they flag safe ones) and a careless one outvote
+# two careful judges on exactly the unsafe answers the lenient ones miss
+BIASED = {"lenient1": (0.02, 0.45), "lenient2": (0.04, 0.40), "careless": (0.30, 0.30), "good1": (0.05, 0.05),
+          "good2": (0.08, 0.08)}
+
+
+def test_recovers_asymmetric_confusion_matrices_and_beats_the_majority():
+    truth, votes = simulate(4000, BIASED)
+    ds = dawid_skene(votes)
+    assert ds.converged
+    conf = {(r["judge"], r["true_label"], r["judge_label"]): r["probability"] for r in ds.confusion.iter_rows(named=True)}
+    for name, (false_alarm, miss) in BIASED.items():
+        assert conf[(name, SAFE, UNSAFE)] == pytest.approx(false_alarm, abs=0.03)
+        assert conf[(name, UNSAFE, SAFE)] == pytest.approx(miss, abs=0.03)
+    assert ds.priors[UNSAFE] == pytest.approx(0.4, abs=0.03)
+    assert error(ds.posterior, truth) < 0.7 * error(majority(votes), truth)
+    # posteriors are probabilities and the label is the most probable class
+    post = ds.posterior
+    assert np.allclose(post[f"p_{SAFE}"] + post[f"p_{UNSAFE}"], 1.0)
+    assert ((post[f"p_{UNSAFE}"] > 0.5) == (post["label"] == UNSAFE)).all()
+    acc = dict(ds.judges.select("judge", "accuracy").iter_rows())
+    assert acc["careless"] == pytest.approx(0.70, abs=0.03) and acc["good1"] == pytest.approx(0.95, abs=0.02)
+
+
+def test_on_symmetric_independent_judges_it_is_no_worse_than_the_majority():
+    truth, votes = simulate(4000, {"a": (0.03, 0.03), "b": (0.10, 0.10), "c": (0.20, 0.20)}, seed=1)
+    # the stub's judges (error 0.03 / 0.10 / 0.20): when the best judge is outvoted, both readings are
+    # about equally likely (0.0216 vs 0.0194), so the two rules differ on a handful of items either way
+    assert error(dawid_skene(votes).posterior, truth) <= error(majority(votes), truth) + 0.003
+
+
+def test_anchors_stay_fixed_and_undo_a_swapped_solution():
+    # two judges worse than chance outvote one good judge: EM from the majority converges to the
+    # swapped labels; a few known labels pin the classes
+    truth, votes = simulate(1500, {"bad1": (0.7, 0.7), "bad2": (0.7, 0.7), "good": (0.05, 0.05)}, seed=2)
+    free = dawid_skene(votes)
+    assert error(free.posterior, truth) > 0.5
+    anchors = pl.DataFrame({"item_id": [f"i{i}" for i in range(100)], "label": truth[:100]})
+    pinned = dawid_skene(votes, anchors=anchors)
+    assert error(pinned.posterior, truth) < 0.1
+    got = pinned.posterior.join(anchors, on="item_id", suffix="_known")
+    assert (got["label"] == got["label_known"]).all() and (got["confidence"] == 1.0).all()
+
+
+def test_missing_votes_and_bad_input():
+    votes = pl.DataFrame({"item_id": ["x", "x", "y"], "judge": ["a", "b", "a"], "label": [SAFE, SAFE, UNSAFE]})
+    ds = dawid_skene(votes)
+    assert dict(ds.judges.select("judge", "votes").iter_rows()) == {"a": 2, "b": 1}
+    with pytest.raises(ValueError, match="labels outside"):
+        dawid_skene(votes.with_columns(label=pl.lit("unsafe")))
+    with pytest.raises(ValueError, match="more than one vote"):
+        dawid_skene(pl.concat([votes, votes.head(1)]))
+    with pytest.raises(ValueError, match="no votes"):
+        dawid_skene(votes.clear())
