@@ -102,27 +102,28 @@ def filter_options(wh: Warehouse) -> dict[str, list[str]]:
             for name in ("scenario", "subcategory", "hard_reason", "source", "label")}
 
 
-def _posterior(wh: Warehouse, response_id: str) -> float | None:
-    present = wh.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [POSTERIOR_RELATION])
-    if not present:
-        return None
-    return wh.scalar(f'SELECT max(p_unsafe) FROM "{POSTERIOR_RELATION}" WHERE response_id = ?', [response_id])
-
-
 def review_item(wh: Warehouse, response_id: str, annotator: str, per_item: int) -> dict[str, Any]:
     """Everything the page shows about one item. Other annotators' labels stay hidden until the item has
     its `per_item` annotators (so they do not sway the next one); then they show with their agreement."""
-    frame = wh.query(sql_text("queries/review_item.sql"), {"id": response_id})
-    if frame.is_empty():
+    with wh.reader() as con:  # one open of the file for the item and its posterior
+        cursor = con.execute(sql_text("queries/review_item.sql"), {"id": response_id})
+        names = [d[0] for d in cursor.description]
+        rows = cursor.fetchall()
+        posterior = None
+        if rows and con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                                [POSTERIOR_RELATION]).fetchall()[0][0]:
+            posterior = con.execute(f'SELECT max(p_unsafe) FROM "{POSTERIOR_RELATION}" WHERE response_id = ?',
+                                    [response_id]).fetchall()[0][0]
+    if not rows:
         raise ReviewError(f"unknown item {response_id!r} (no labelled response has it)")
-    item = frame.row(0, named=True)
+    item = dict(zip(names, rows[0]))
     humans = item.pop("human_labels") or []
     item["my_label"] = next((h["label"] for h in humans if h["annotator"] == annotator), None)
     item["my_note"] = next((h["note"] for h in humans if h["annotator"] == annotator), None)
     item["n_annotators"] = len(humans)
     item["others"] = ([{"annotator": h["annotator"], "label": h["label"]} for h in humans
                        if h["annotator"] != annotator] if len(humans) >= per_item else None)
-    item["p_unsafe"] = _posterior(wh, response_id)
+    item["p_unsafe"] = float(posterior) if posterior is not None else None
     for key in ("votes", "adjudications", "guards"):
         item[key] = item[key] or []
     return item

@@ -1,18 +1,32 @@
 -- One item of the review page: the query and response, every judge's label and analysis, the
 -- adjudication, why it is hard, the guards that disagree, and the human labels so far.
--- Parameters: $id (the response_id).
+-- Parameters: $id (the response_id). Each part is filtered by the id before it is joined: the page
+-- asks for one item at a time and should not aggregate the whole warehouse to answer.
+WITH f AS (
+    SELECT * FROM v_final_labels WHERE response_id = $id
+), v AS (
+    SELECT response_id, list({'judge': judge, 'model': model, 'label': label, 'analysis': analysis} ORDER BY judge) AS votes
+    FROM votes WHERE response_id = $id GROUP BY response_id
+), a AS (
+    SELECT response_id, list({'adjudicator': adjudicator, 'label': label, 'analysis': analysis}) AS adjudications
+    FROM adjudications WHERE response_id = $id GROUP BY response_id
+), g AS (
+    SELECT response_id, list({'guard': guard, 'label': guard_label} ORDER BY guard) AS guards
+    FROM v_guard_disagreements WHERE response_id = $id GROUP BY response_id
+), h AS (
+    SELECT response_id, list({'annotator': annotator, 'label': label, 'note': note} ORDER BY annotator) AS human_labels
+    FROM _annotator_labels WHERE response_id = $id GROUP BY response_id
+)
 SELECT
-    d.response_id AS id, d.query, d.response, d.responder, d.responder_model, d.scenario, d.subcategory,
-    d.task_type, d.source, d.method, d.final_label, d.label_source, d.vote_status, d.hard_reason,
-    f.majority_label, f.margin, f.n_votes, f.n_safe, f.n_unsafe, f.n_abstain,
-    (SELECT list({'judge': v.judge, 'model': v.model, 'label': v.label, 'analysis': v.analysis} ORDER BY v.judge)
-     FROM votes v WHERE v.response_id = d.response_id) AS votes,
-    (SELECT list({'adjudicator': a.adjudicator, 'label': a.label, 'analysis': a.analysis})
-     FROM adjudications a WHERE a.response_id = d.response_id) AS adjudications,
-    (SELECT list({'guard': g.guard, 'label': g.guard_label} ORDER BY g.guard)
-     FROM v_guard_disagreements g WHERE g.response_id = d.response_id) AS guards,
-    (SELECT list({'annotator': h.annotator, 'label': h.label, 'note': h.note} ORDER BY h.annotator)
-     FROM _annotator_labels h WHERE h.response_id = d.response_id) AS human_labels
-FROM v_dataset d
-JOIN v_final_labels f USING (response_id)
-WHERE d.response_id = $id
+    r.response_id AS id, q.text AS query, r.text AS response, r.responder, r.model AS responder_model,
+    q.scenario, q.subcategory, q.task_type, q.source, q.method, f.final_label, f.label_source, f.vote_status,
+    f.hard_reason, f.majority_label, f.margin, f.n_votes, f.n_safe, f.n_unsafe, f.n_abstain,
+    v.votes, a.adjudications, g.guards, h.human_labels
+FROM responses r
+JOIN queries q USING (query_id)
+JOIN f USING (response_id)
+LEFT JOIN v USING (response_id)
+LEFT JOIN a USING (response_id)
+LEFT JOIN g USING (response_id)
+LEFT JOIN h USING (response_id)
+WHERE r.response_id = $id AND r.status = 'ok'
