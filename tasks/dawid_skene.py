@@ -41,9 +41,13 @@ class DawidSkene:
 
 
 def dawid_skene(votes: pl.DataFrame, classes: Sequence[str] = CLASSES, anchors: pl.DataFrame | None = None,
-                max_iter: int = 200, tol: float = 1e-6, smoothing: float = 0.01) -> DawidSkene:
+                groups: Sequence[Sequence[str]] = (), max_iter: int = 200, tol: float = 1e-6,
+                smoothing: float = 0.01) -> DawidSkene:
     """votes: item_id, judge, label (one of `classes`; one vote per judge and item); anchors: item_id,
-    label — known classes (items without any vote are ignored). Raises ValueError naming a bad label."""
+    label — known classes (items without any vote are ignored); groups: judges whose errors are not
+    independent (see correlated_judges), each modelled as one judge whose answer is the tuple of its
+    members' answers ("安全|-|不安全", "-" = no vote), so their agreement is not counted as independent
+    evidence. Raises ValueError naming a bad label, judge or group."""
     classes = list(classes)
     k = len(classes)
     if votes.is_empty():
@@ -58,25 +62,32 @@ def dawid_skene(votes: pl.DataFrame, classes: Sequence[str] = CLASSES, anchors: 
         raise ValueError("dawid_skene: more than one vote per (item_id, judge)")
 
     items = votes["item_id"].unique(maintain_order=True)
-    judges = votes["judge"].unique(maintain_order=True).sort()
     item_idx = {v: i for i, v in enumerate(items.to_list())}
-    judge_idx = {v: j for j, v in enumerate(judges.to_list())}
     class_idx = {v: c for c, v in enumerate(classes)}
-    vi = np.fromiter((item_idx[v] for v in votes["item_id"].to_list()), dtype=np.int64, count=votes.height)
-    vj = np.fromiter((judge_idx[v] for v in votes["judge"].to_list()), dtype=np.int64, count=votes.height)
-    vl = np.fromiter((class_idx[v] for v in votes["label"].to_list()), dtype=np.int64, count=votes.height)
-    n, m = len(items), len(judges)
-
-    # start: the soft majority vote
+    n = len(items)
+    # start: the soft majority vote of the single votes
     post = np.zeros((n, k))
-    np.add.at(post, (vi, vl), 1.0)
+    np.add.at(post, (_index(votes["item_id"], item_idx), _index(votes["label"], class_idx)), 1.0)
     post /= post.sum(axis=1, keepdims=True)
+
+    answers = _group_votes(votes, groups)
+    units = answers["judge"].unique().sort()
+    vocabulary = classes + sorted(set(answers["answer"].unique().to_list()) - set(classes))
+    unit_idx = {v: j for j, v in enumerate(units.to_list())}
+    answer_idx = {v: a for a, v in enumerate(vocabulary)}
+    vi, vj, vl = (_index(answers["item_id"], item_idx), _index(answers["judge"], unit_idx),
+                  _index(answers["answer"], answer_idx))
+    m = len(units)
+    # the answers each unit can give: the classes for a judge, the tuples seen for a group
+    can_answer = np.zeros((m, len(vocabulary)), dtype=bool)
+    can_answer[vj, vl] = True
+    can_answer[:, :k] |= ~np.isin(units.to_numpy(), ["+".join(g) for g in groups])[:, None]
+
     fixed = np.zeros(n, dtype=bool)
     fixed_post = np.zeros((n, k))
     if anchors is not None and anchors.height:
         known = anchors.filter(pl.col("item_id").is_in(items.implode()))
-        ai = np.fromiter((item_idx[v] for v in known["item_id"].to_list()), dtype=np.int64, count=known.height)
-        al = np.fromiter((class_idx[v] for v in known["label"].to_list()), dtype=np.int64, count=known.height)
+        ai, al = _index(known["item_id"], item_idx), _index(known["label"], class_idx)
         fixed[ai] = True
         fixed_post[ai, al] = 1.0
         post[fixed] = fixed_post[fixed]
@@ -84,22 +95,48 @@ def dawid_skene(votes: pl.DataFrame, classes: Sequence[str] = CLASSES, anchors: 
     converged, iterations = False, 0
     while iterations < max_iter and not converged:
         iterations += 1
-        priors, theta = _m_step(post, vi, vj, vl, m, k, smoothing)
+        priors, theta = _m_step(post, vi, vj, vl, can_answer, smoothing)
         new = _e_step(priors, theta, vi, vj, vl, n)
         new[fixed] = fixed_post[fixed]
         converged = float(np.abs(new - post).max()) < tol
         post = new
-    priors, theta = _m_step(post, vi, vj, vl, m, k, smoothing)
-    return _result(post, priors, theta, items, judges, classes, vi, vj, iterations, converged)
+    priors, theta = _m_step(post, vi, vj, vl, can_answer, smoothing)
+    return _result(post, priors, theta, can_answer, items, units, classes, vocabulary, vi, vj, iterations,
+                   converged)
 
 
-def _m_step(post: np.ndarray, vi: np.ndarray, vj: np.ndarray, vl: np.ndarray, m: int, k: int,
+def _index(values: pl.Series, index: dict[str, int]) -> np.ndarray:
+    return np.fromiter((index[v] for v in values.to_list()), dtype=np.int64, count=len(values))
+
+
+def _group_votes(votes: pl.DataFrame, groups: Sequence[Sequence[str]]) -> pl.DataFrame:
+    """item_id, judge (a judge, or a group named by its members joined with '+'), answer."""
+    known = set(votes["judge"].unique().to_list())
+    grouped: list[str] = [j for g in groups for j in g]
+    if len(grouped) != len(set(grouped)) or any(len(g) < 2 for g in groups):
+        raise ValueError(f"dawid_skene: groups must be disjoint, of 2 judges or more: {list(map(list, groups))}")
+    unknown = sorted(set(grouped) - known)
+    if unknown:
+        raise ValueError(f"dawid_skene: groups name judges without votes: {unknown}")
+    parts = [votes.filter(~pl.col("judge").is_in(grouped)).select("item_id", "judge", answer="label")]
+    for group in groups:
+        wide = (votes.filter(pl.col("judge").is_in(list(group)))
+                .pivot(on="judge", index="item_id", values="label"))
+        parts.append(wide.select("item_id", judge=pl.lit("+".join(group)), answer=pl.concat_str(
+            [pl.col(j).fill_null("-") for j in group], separator="|")))
+    return pl.concat(parts)
+
+
+def _m_step(post: np.ndarray, vi: np.ndarray, vj: np.ndarray, vl: np.ndarray, can_answer: np.ndarray,
             smoothing: float) -> tuple[np.ndarray, np.ndarray]:
     priors = post.mean(axis=0)
-    counts = np.full((m, k, k), smoothing)
-    for label in range(k):  # counts[j, true, said] += T[i, true] over the votes saying `label`
-        said = vl == label
-        np.add.at(counts[:, :, label], vj[said], post[vi[said]])
+    m, n_answers = can_answer.shape
+    k = post.shape[1]
+    counts = np.where(can_answer[:, None, :], smoothing, 0.0) * np.ones((m, k, n_answers))
+    for answer in range(n_answers):  # counts[j, true, answer] += T[i, true] over the votes giving it
+        said = vl == answer
+        if said.any():
+            np.add.at(counts[:, :, answer], vj[said], post[vi[said]])
     theta = counts / counts.sum(axis=2, keepdims=True)
     return priors, theta
 
@@ -107,29 +144,71 @@ def _m_step(post: np.ndarray, vi: np.ndarray, vj: np.ndarray, vl: np.ndarray, m:
 def _e_step(priors: np.ndarray, theta: np.ndarray, vi: np.ndarray, vj: np.ndarray, vl: np.ndarray,
             n: int) -> np.ndarray:
     log_post = np.tile(np.log(np.maximum(priors, 1e-300)), (n, 1))
-    np.add.at(log_post, vi, np.log(theta[vj, :, vl]))  # theta[j, :, l]: P(said l | each true class)
+    np.add.at(log_post, vi, np.log(theta[vj, :, vl]))  # theta[j, :, l]: P(answer l | each true class)
     log_post -= log_post.max(axis=1, keepdims=True)
     post = np.exp(log_post)
     return post / post.sum(axis=1, keepdims=True)
 
 
-def _result(post: np.ndarray, priors: np.ndarray, theta: np.ndarray, items: pl.Series, judges: pl.Series,
-            classes: list[str], vi: np.ndarray, vj: np.ndarray, iterations: int, converged: bool) -> DawidSkene:
+def correlated_judges(votes: pl.DataFrame, reference: pl.DataFrame, min_ratio: float = 2.0,
+                      min_both_wrong: int = 5) -> pl.DataFrame:
+    """Judge pairs whose errors fall on the same items more than independence allows, measured on items
+    whose class is known (reference: item_id, label — human labels, adjudications, benchmark items).
+    Per pair: items both judged, both_wrong, expected_both_wrong = sum over classes of n_k x P(a wrong |
+    k) x P(b wrong | k), ratio; only pairs with ratio >= min_ratio and both_wrong >= min_both_wrong."""
+    judged = votes.join(reference.select("item_id", truth="label"), on="item_id").with_columns(
+        wrong=pl.col("label") != pl.col("truth"))
+    pairs = judged.join(judged.select("item_id", judge_b="judge", wrong_b="wrong"), on="item_id").filter(
+        pl.col("judge") < pl.col("judge_b"))
+    per_class = pairs.group_by("judge", "judge_b", "truth").agg(
+        n=pl.len(), both=(pl.col("wrong") & pl.col("wrong_b")).sum(), ea=pl.col("wrong").mean(),
+        eb=pl.col("wrong_b").mean())
+    out = per_class.group_by("judge", "judge_b").agg(
+        items=pl.col("n").sum(), both_wrong=pl.col("both").sum(),
+        expected_both_wrong=(pl.col("n") * pl.col("ea") * pl.col("eb")).sum())
+    return (out.with_columns(ratio=pl.col("both_wrong") / pl.col("expected_both_wrong"))
+            .filter((pl.col("ratio") >= min_ratio) & (pl.col("both_wrong") >= min_both_wrong))
+            .rename({"judge": "judge_a"}).sort("ratio", descending=True))
+
+
+def judge_groups(pairs: pl.DataFrame) -> list[list[str]]:
+    """Connected judges of correlated pairs (judge_a, judge_b) as disjoint groups, for dawid_skene."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            x = parent[x]
+        return x
+
+    for a, b in pairs.select("judge_a", "judge_b").iter_rows():
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    groups: dict[str, list[str]] = {}
+    for j in sorted(parent):
+        groups.setdefault(find(j), []).append(j)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def _result(post: np.ndarray, priors: np.ndarray, theta: np.ndarray, can_answer: np.ndarray, items: pl.Series,
+            units: pl.Series, classes: list[str], vocabulary: list[str], vi: np.ndarray, vj: np.ndarray,
+            iterations: int, converged: bool) -> DawidSkene:
     best = post.argmax(axis=1)
     posterior = pl.DataFrame({
         "item_id": items, "label": [classes[c] for c in best.tolist()], "confidence": post.max(axis=1),
         **{f"p_{c}": post[:, i] for i, c in enumerate(classes)}})
     k = len(classes)
-    expected = np.zeros((len(judges), k))  # expected number of items of each true class a judge saw
+    expected = np.zeros((len(units), k))  # expected number of items of each true class a judge saw
     np.add.at(expected, vj, post[vi])
     confusion = pl.DataFrame([
-        {"judge": judges[j], "true_label": classes[a], "judge_label": classes[b],
+        {"judge": units[j], "true_label": classes[a], "judge_label": vocabulary[b],
          "probability": float(theta[j, a, b]), "expected_count": float(expected[j, a] * theta[j, a, b])}
-        for j in range(len(judges)) for a in range(k) for b in range(k)])
-    votes_per_judge = np.bincount(vj, minlength=len(judges))
+        for j in range(len(units)) for a in range(k) for b in np.flatnonzero(can_answer[j]).tolist()])
+    single = can_answer[:, k:].sum(axis=1) == 0  # groups answer tuples: no accuracy of their own
+    diag = theta[:, np.arange(k), np.arange(k)]
     judge_rows = pl.DataFrame({
-        "judge": judges, "votes": votes_per_judge,
-        "accuracy": (theta[:, np.arange(k), np.arange(k)] * priors[None, :]).sum(axis=1),
-        **{f"recall_{c}": theta[:, i, i] for i, c in enumerate(classes)}})
+        "judge": units, "votes": np.bincount(vj, minlength=len(units)),
+        "accuracy": np.where(single, (diag * priors[None, :]).sum(axis=1), np.nan),
+        **{f"recall_{c}": np.where(single, diag[:, i], np.nan) for i, c in enumerate(classes)}}).fill_nan(None)
     return DawidSkene(posterior, confusion, judge_rows, {c: float(p) for c, p in zip(classes, priors, strict=True)},
                       iterations, converged)

@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from libra.tasks.dawid_skene import dawid_skene
+from libra.tasks.dawid_skene import correlated_judges, dawid_skene, judge_groups
 
 SAFE, UNSAFE = "安全", "不安全"
 
@@ -87,3 +87,38 @@ def test_missing_votes_and_bad_input():
         dawid_skene(pl.concat([votes, votes.head(1)]))
     with pytest.raises(ValueError, match="no votes"):
         dawid_skene(votes.clear())
+
+
+def twins_world(n: int, seed: int = 3):
+    """A lenient and a strict judge, and two twins whose errors fall on the same 12% of the items."""
+    truth, votes = simulate(n, {"lenient": (0.02, 0.45), "strict": (0.30, 0.02)}, seed=seed)
+    rng = np.random.default_rng(seed + 100)
+    unsafe = (truth == UNSAFE).to_numpy()
+    err = np.where(rng.random(n) < 0.12, 0.75, 0.02)
+    for name in ("twin-a", "twin-b"):
+        said = unsafe ^ (rng.random(n) < err)
+        votes = pl.concat([votes, pl.DataFrame({"item_id": [f"i{i}" for i in range(n)], "judge": name,
+                                                "label": np.where(said, UNSAFE, SAFE)})])
+    return truth, votes
+
+
+def test_correlated_judges_are_found_on_known_labels_and_modelled_as_one():
+    truth, votes = twins_world(8000)
+    anchors = pl.DataFrame({"item_id": [f"i{i}" for i in range(200)], "label": truth[:200]})
+    pairs = correlated_judges(votes, anchors)
+    assert pairs.select("judge_a", "judge_b").rows() == [("twin-a", "twin-b")] and pairs["ratio"][0] > 3
+    groups = judge_groups(pairs)
+    assert groups == [["twin-a", "twin-b"]]
+    # independent Dawid–Skene trusts the twins' agreement and loses to the majority; modelled as one
+    # judge (answers: the pair of their labels) it wins over the majority and over every single judge
+    plain, grouped = dawid_skene(votes, anchors=anchors), dawid_skene(votes, anchors=anchors, groups=groups)
+    maj = error(majority(votes), truth)  # ties: the majority() helper says 安全
+    best_single = min(error(votes.filter(pl.col("judge") == j).select("item_id", "label"), truth)
+                      for j in votes["judge"].unique())
+    assert error(plain.posterior, truth) > error(grouped.posterior, truth)
+    assert error(grouped.posterior, truth) < min(maj, best_single)
+    assert "twin-a+twin-b" in grouped.judges["judge"].to_list()
+    assert grouped.confusion.filter(pl.col("judge") == "twin-a+twin-b")["judge_label"].unique().sort().to_list() == [
+        "不安全|不安全", "不安全|安全", "安全|不安全", "安全|安全"]
+    with pytest.raises(ValueError, match="without votes"):
+        dawid_skene(votes, groups=[["twin-a", "nobody"]])
