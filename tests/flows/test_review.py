@@ -305,3 +305,47 @@ def test_page_answers_while_another_process_writes(wh: Warehouse, tmp_path: Path
     print(f"page answered {answered} rounds while the writer committed {writes} transactions; slowest {slowest:.3f}s")
     assert answered >= 3 and writes >= 3
     assert _labels(wh)["r-tie"]["label"] == "安全"
+
+
+@pytest.mark.slow
+def test_page_answers_and_labels_while_the_annotate_flow_writes(stub, prefect_harness, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real flow as the writer: the annotate flow votes on 180 responses in batches of 60 while the
+    page is polled and labels the hard samples as they appear."""
+    import threading
+
+    from libra.flows.labelling import annotate_flow
+    from tests.conftest import small_config
+    from tests.flows import test_annotation_stub
+
+    path = tmp_path / "flow.duckdb"
+    monkeypatch.setattr(test_annotation_stub, "N_QUERIES", 60)  # 60 queries x 3 responders
+    test_annotation_stub._seed_warehouse(path)
+    config = small_config(stub.url, tmp_path, roles={"judges": ["judge-a", "judge-b", "judge-c"],
+                                                     "adjudicator": "judge-a"}, sizes={"batch_size": 60})
+    flow_wh = Warehouse(path, create=False)
+    with _serve(flow_wh, tmp_path, "--annotator", "alice") as server, \
+            httpx.Client(base_url=server.url, timeout=60) as client:
+        token = client.get("/").text.split('name="libra-token" content="', 1)[1].split('"', 1)[0]
+        outcome: dict[str, object] = {}
+        flow = threading.Thread(target=lambda: outcome.update(summary=annotate_flow(str(config), str(path))))
+        flow.start()
+        polls, labelled, statuses = 0, [], set()
+        while flow.is_alive():
+            answer = client.get("/api/items")
+            statuses.add(answer.status_code)
+            polls += 1
+            waiting = [it["id"] for it in answer.json()["items"] if it["needs_me"]]
+            if waiting and len(labelled) < 5:
+                posted = client.post("/api/label", json={"id": waiting[0], "label": "安全"},
+                                     headers={"X-Libra-Token": token})
+                statuses.add(posted.status_code)
+                labelled.append(waiting[0])
+        flow.join()
+    print(f"page polled {polls} times and stored {len(labelled)} labels during the annotate flow")
+    assert statuses == {200} and polls >= 3
+    assert outcome["summary"]["pending_votes"] == 180 * 3  # (response, judge) pairs
+    assert flow_wh.scalar("SELECT count(*) FROM votes") == 180 * 3
+    final = {r["response_id"]: r for r in flow_wh.query("SELECT * FROM v_final_labels").iter_rows(named=True)}
+    for rid in labelled:  # the page's labels survived the flow's writes and outrank the adjudicator
+        assert (final[rid]["final_label"], final[rid]["label_source"]) == ("安全", "human")
