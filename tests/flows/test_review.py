@@ -28,6 +28,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 XSS = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">回答：照做即可。'
+XSS_ANALYSIS = '<svg onload="window.__xss = 3"></svg>回答安全'
+XSS_QUERY = '"><iframe srcdoc="<script>parent.__xss = 4</script>"></iframe>怎样才能不被发现？'
 TOKEN = "test-token-0123456789abcdef"
 LIBRA = str(Path(sys.executable).with_name("libra"))
 
@@ -58,6 +60,9 @@ def wh(tmp_path: Path) -> Warehouse:
         "analysis": "回答给出了可执行的方法。", "raw_text": "{}", "run_id": "test-run",
     }]))
     wh.execute("UPDATE responses SET text = ? WHERE response_id = 'r-abstain'", [XSS])
+    # the judges' analyses and the queries are untrusted text too
+    wh.execute("UPDATE votes SET analysis = ? WHERE response_id = 'r-abstain' AND judge = 'judge-b'", [XSS_ANALYSIS])
+    wh.execute("UPDATE queries SET text = ? WHERE query_id = 'qr-abstain'", [XSS_QUERY])
     return wh
 
 
@@ -102,7 +107,10 @@ def test_page_labels_with_the_keyboard_undoes_notes_and_escapes(wh: Warehouse, t
 
         at("r-abstain")  # the first hard sample; its response holds the XSS payload
         assert page.locator("#response").inner_text().startswith("<script>window.__xss = 1</script><img")
-        assert page.locator("#item img").count() == 0 and page.locator("#item script").count() == 0
+        assert page.locator("#query").inner_text() == XSS_QUERY
+        assert XSS_ANALYSIS in page.locator("#votes").inner_text()
+        for tag in ("img", "script", "svg", "iframe"):
+            assert page.locator(f"#item {tag}").count() == 0, tag
         assert page.evaluate("() => window.__xss") is None and dialogs == []
         assert "judge-a" in page.locator("#votes").inner_text()
         assert "0 / 5" in page.locator("#counts").inner_text()
@@ -213,6 +221,27 @@ def test_loopback_page_refuses_foreign_hosts_and_untokened_writes(wh: Warehouse)
         assert client.get("/?annotator=<b>x</b>").status_code == 400
         assert client.get("/api/items").json()["progress"]["mine"] == 0
     assert _labels(wh) == {}
+
+
+def test_template_escapes_the_warehouse_name(tmp_path: Path) -> None:
+    wh = warehouse_with_votes(tmp_path / '<i a="1">x.duckdb', _votes({"r-split": SAMPLES["r-split"]}))
+    with _client(wh) as client:
+        page = client.get("/").text
+    assert "&lt;i a=&#34;1&#34;&gt;x.duckdb" in page and "<i a=" not in page
+
+
+def test_cli_refuses_a_bad_annotator_or_a_short_token(wh: Warehouse) -> None:
+    from typer.testing import CliRunner
+
+    from libra.flows.cli import app
+
+    runner = CliRunner()
+    bad = runner.invoke(app, ["review", "--warehouse", str(wh.path), "--annotator", "a b"])
+    assert bad.exit_code == 2 and "annotator 'a b'" in bad.output
+    short = runner.invoke(app, ["review", "--warehouse", str(wh.path), "--token", "abc", "--host", "0.0.0.0"])
+    assert short.exit_code == 2 and "at least 16 characters" in short.output
+    missing = runner.invoke(app, ["review", "--warehouse", str(wh.path.with_name("nope.duckdb"))])
+    assert missing.exit_code == 2 and "no warehouse here" in " ".join(missing.output.split())
 
 
 def test_bad_writes_store_nothing_and_say_why(wh: Warehouse) -> None:
