@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from libra.flows.cli import WarehouseOpt, _fail, _open_reader, app, console
-from libra.tasks.review import ReviewError, check_annotator
+from libra.tasks.review import ReviewError, check_annotator, check_where
 
 
 def _default_annotator() -> str:
@@ -34,6 +34,9 @@ def review(
         "--per-item", min=1, help="Annotators wanted per item; their agreement shows once an item has them.")] = 1,
     all_samples: Annotated[bool, typer.Option(
         "--all", help="List every labelled response (v_dataset), not only the hard samples.")] = False,
+    where: Annotated[str | None, typer.Option(
+        help="Only responses matching this SQL predicate over v_dataset's columns, e.g. "
+             "\"split = 'finetune' AND source = 'real'\" (run read-only, like libra sql).")] = None,
 ) -> None:
     """Serve a page for labelling hard samples one at a time, with the judges' votes beside each.
 
@@ -51,13 +54,20 @@ def review(
     except ReviewError as e:
         _fail(f"--annotator: {e}")
         raise
+    if where is not None:
+        try:
+            kept = check_where(wh, where)
+        except ReviewError as e:
+            _fail(str(e))
+            raise
+        console.print(f"--where keeps {kept} responses of v_dataset", highlight=False)
     given = token or os.environ.get("LIBRA_REVIEW_TOKEN")
     if given is not None and len(given) < 16:
         _fail("--token: use at least 16 characters")
     require_token = not is_loopback(host)
     settings = ReviewSettings(warehouse=str(wh.path), annotator=name, per_item=per_item,
                               scope="all" if all_samples else "hard", token=given or secrets.token_urlsafe(24),
-                              require_token=require_token)
+                              require_token=require_token, where=where)
     if port == 0:
         from libra.tasks.servers import free_port
 

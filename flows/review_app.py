@@ -81,6 +81,7 @@ class ReviewSettings:
     scope: str = "hard"
     token: str = ""
     require_token: bool = False  # True on any bind but loopback
+    where: str | None = None  # the operator's predicate over v_dataset (checked by check_where)
 
 
 def _web_text(name: str) -> str:
@@ -172,7 +173,7 @@ def create_app(settings: ReviewSettings) -> Starlette:
         return PlainTextResponse("ok")
 
     def _items_payload(filt: ReviewFilter, annotator: str, with_options: bool) -> dict[str, Any]:
-        items = review_items(wh, filt, annotator)
+        items = review_items(wh, filt, annotator, settings.where)
         items = items.with_columns(needs_label(items, settings.per_item))
         payload = {"items": items.to_dicts(), "progress": progress(items, settings.per_item), "annotator": annotator}
         if with_options:  # the filters' values: once per page load, not after every label

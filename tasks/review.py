@@ -22,7 +22,7 @@ import polars as pl
 from libra.tasks.errors import InputError
 from libra.tasks.human_labels import known_response_ids, label_problem, normalise_label
 from libra.tasks.runs import finish_run, start_run
-from libra.warehouse import Warehouse, sql_text
+from libra.warehouse import Warehouse, WarehouseError, sql_text
 
 SOURCE_FILE = "libra review"
 MAX_NOTE_CHARS = 4000
@@ -69,10 +69,29 @@ def check_annotator(name: str | None) -> str:
     return name
 
 
-def review_items(wh: Warehouse, filt: ReviewFilter, annotator: str) -> pl.DataFrame:
+def where_sql(where: str) -> str:
+    """The query of a `--where` predicate over v_dataset's columns: the ids it keeps."""
+    return f"SELECT response_id FROM v_dataset WHERE ({where})"
+
+
+def check_where(wh: Warehouse, where: str) -> int:
+    """Run a `--where` predicate once as a user's SQL (one SELECT on the locked-down connection that
+    `libra sql` uses: no files, no extensions, no settings); returns how many responses it keeps."""
+    try:
+        return wh.read_only_query(where_sql(where)).height
+    except WarehouseError as e:
+        raise ReviewError(f"--where {where!r}: {e}") from None
+
+
+def review_items(wh: Warehouse, filt: ReviewFilter, annotator: str, where: str | None = None) -> pl.DataFrame:
     """The listed items in page order: id, scenario, subcategory, hard_reason, source, final_label,
-    label_source, n_annotators, pair_agreement, my_label."""
-    return wh.query(sql_text("queries/review_items.sql"), filt.sql_params(annotator))
+    label_source, n_annotators, pair_agreement, my_label. `where`: a predicate over v_dataset that
+    `check_where` accepted (the operator's, from the command line; never from the page)."""
+    items = wh.query(sql_text("queries/review_items.sql"), filt.sql_params(annotator))
+    if where:
+        keep = wh.query(where_sql(where))["response_id"]
+        items = items.filter(pl.col("id").is_in(keep.implode()))
+    return items
 
 
 def needs_label(items: pl.DataFrame, per_item: int) -> pl.Series:

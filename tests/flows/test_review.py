@@ -244,6 +244,24 @@ def test_cli_refuses_a_bad_annotator_or_a_short_token(wh: Warehouse) -> None:
     assert missing.exit_code == 2 and "no warehouse here" in " ".join(missing.output.split())
 
 
+def test_where_narrows_the_list_to_any_filter_of_v_dataset(wh: Warehouse) -> None:
+    from typer.testing import CliRunner
+
+    from libra.flows.cli import app
+
+    where = "response_id IN ('r-split', 'r-tie', 'r-safe') AND margin < 0.5"
+    with _client(wh, where=where) as client:
+        assert [r["id"] for r in client.get("/api/items").json()["items"]] == ["r-split", "r-tie"]
+        assert [r["id"] for r in client.get("/api/items?scope=all").json()["items"]] == ["r-split", "r-tie"]
+    runner = CliRunner()
+    for bad, message in [("no_such_column = 1", "no_such_column"), ("1 = 1; DROP TABLE votes", "syntax error"),
+                         ("1 = 1); DROP TABLE votes; SELECT (1", "one statement"),
+                         ("len(read_text('/etc/hostname')) > 0", "--where")]:
+        result = runner.invoke(app, ["review", "--warehouse", str(wh.path), "--where", bad])
+        assert result.exit_code == 2 and message in " ".join(result.output.split()), (bad, result.output)
+    assert wh.scalar("SELECT count(*) FROM votes") == 3 * len(SAMPLES)
+
+
 def test_bad_writes_store_nothing_and_say_why(wh: Warehouse) -> None:
     h = {"X-Libra-Token": TOKEN}
     with _client(wh) as client:
