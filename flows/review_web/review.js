@@ -246,7 +246,14 @@ async function onKey(event) {
   if (event.target === $("note")) {
     if (event.key === "Enter" && !event.shiftKey) {
       event.preventDefault();
-      await saveNote();
+      state.busy = true;  // the next key waits until the note is stored
+      try {
+        await saveNote();
+      } catch (error) {
+        setStatus(`错误: ${error.message}`, true);
+      } finally {
+        state.busy = false;
+      }
     } else if (event.key === "Escape") {
       closeNote();
     }
