@@ -246,7 +246,7 @@ async function onKey(event) {
   if (event.target === $("note")) {
     if (event.key === "Enter" && !event.shiftKey) {
       event.preventDefault();
-      state.busy = true;  // the next key waits until the note is stored
+      state.busy = true;  // keys pressed while the note is stored are ignored, as while a label is stored
       try {
         await saveNote();
       } catch (error) {
