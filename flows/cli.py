@@ -120,7 +120,7 @@ def run(
     ctx: typer.Context,
     stage: Annotated[str, typer.Argument(
         help="factory (every stage in order) or one flow: elements, synthesize, augment, translate, dedup, "
-             "respond, annotate, split, import, train, eval (an unknown name lists them all). Flow options "
+             "respond, annotate, split, import, train, eval, ablation (an unknown name lists them all). Flow options "
              "follow as --name value, e.g. train --stages mixed, eval --guard training:latest --benchmark F; "
              "an unknown option lists the flow's options.")],
     config: ConfigOpt,

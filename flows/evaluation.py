@@ -20,9 +20,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from libra.flows.common import merge, stage_run
 from libra.tasks import guard as guards
 from libra.tasks import metrics, training_steps
-from libra.tasks.config import ConfigError
+from libra.tasks.config import ConfigError, Evaluation
 from libra.tasks.guard_prompt import GuardInstruction
 from libra.tasks.overrides import with_overrides
+from libra.tasks.runs import Factory
 from libra.tasks.steps import batches
 from libra.warehouse import Warehouse
 
@@ -40,6 +41,27 @@ def write_comparison(wh: Warehouse, benchmark: str, out_dir: Path) -> dict[str, 
     (out_dir / "comparison.md").write_text(markdown, encoding="utf-8")
     metrics.comparison_chart(frame, benchmark, out_dir / "comparison.png")
     return {"guards": frame.height, "dir": str(out_dir), "markdown": markdown, "rows": frame.to_dicts()}
+
+
+def evaluate_guard(fx: Factory, g: guards.Guard, benchmark: str, ev: Evaluation,
+                   instruction: GuardInstruction) -> dict[str, Any]:
+    """Ask one guard every benchmark item it has no answer for under this prompt; store the predictions."""
+    wh = fx.warehouse
+    items = guards.pending_items(wh, g, benchmark, ev.per_source_limit, guards.answer_version(instruction, ev.max_tokens))
+    done: dict[str, Any] = {"pending": items.height}
+    warning = guards.prompt_mismatch(wh, g, instruction)
+    if warning:
+        print(f"warning: {warning}")
+        done["warning"] = warning
+    if items.height and g.kind == "checkpoint":
+        workdir = wh.path.parent / "eval-work" / fx.run_id / g.guard_id.replace(":", "-")
+        merge(done, training_steps.guard_offline(fx, g, benchmark, items, ev, instruction, workdir))
+    elif items.height:
+        assert g.endpoint is not None
+        with guards.managed_endpoints([g.endpoint], fx.cfg, wh.path.parent / "logs"):
+            for batch in batches(items, fx.cfg.sizes.batch_size):
+                merge(done, training_steps.guard_endpoint_batch(fx, g, benchmark, batch, ev, instruction))
+    return done
 
 
 @flow(name="eval", log_prints=True)
@@ -61,23 +83,8 @@ def eval_flow(
         chosen = [guards.resolve_guard(spec, fx.cfg, wh, ev.structured) for spec in ev.guards]
         wh.insert("guards", pl.DataFrame([g.row(fx.run_id) for g in chosen]))
         summary.update(benchmark=name, benchmark_items_new=new_items, guard_prompt=instruction.version, guards={})
-        workdir = wh.path.parent / "eval-work" / fx.run_id
         for g in chosen:
-            items = guards.pending_items(wh, g, name, ev.per_source_limit, guards.answer_version(instruction, ev.max_tokens))
-            done: dict[str, Any] = {"pending": items.height}
-            warning = guards.prompt_mismatch(wh, g, instruction)
-            if warning:
-                print(f"warning: {warning}")
-                done["warning"] = warning
-            if items.height and g.kind == "checkpoint":
-                merge(done, training_steps.guard_offline(fx, g, name, items, ev, instruction,
-                                                         workdir / g.guard_id.replace(":", "-")))
-            elif items.height:
-                assert g.endpoint is not None
-                with guards.managed_endpoints([g.endpoint], fx.cfg, wh.path.parent / "logs"):
-                    for batch in batches(items, fx.cfg.sizes.batch_size):
-                        merge(done, training_steps.guard_endpoint_batch(fx, g, name, batch, ev, instruction))
-            summary["guards"][g.guard_id] = done
+            summary["guards"][g.guard_id] = evaluate_guard(fx, g, name, ev, instruction)
         ids = [g.guard_id for g in chosen]
         scores = wh.query("SELECT * FROM v_eval_metrics WHERE benchmark = ? AND list_contains(?, guard) ORDER BY guard",
                           [name, ids])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from libra.flows import curation, datasets, evaluation, labelling, synthesis, training
+from libra.flows import ablation, curation, datasets, evaluation, labelling, synthesis, training
 from libra.flows.common import stage_run
 
 # The stage-1 factory, in order. Later stages read what earlier ones stored, nothing else.
@@ -16,7 +16,7 @@ STAGES = ("elements", "synthesize", "augment", "dedup", "respond", "annotate", "
 
 # Every flow `libra run <name>` can start: the stages and whatever the other flow modules offer.
 STAGE_FLOWS = {**synthesis.FLOWS, **curation.FLOWS, **labelling.FLOWS, **datasets.FLOWS, **training.FLOWS,
-               **evaluation.FLOWS}
+               **evaluation.FLOWS, **ablation.FLOWS}
 
 
 @flow(name="factory", log_prints=True)

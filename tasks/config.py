@@ -217,6 +217,9 @@ class Split(_Strict):
     # Safe/unsafe balancing of the training exports per split x scenario: the larger label keeps at
     # most this many rows per row of the smaller one (1 = equal); unset = no balancing.
     balance_max_ratio: float | None = Field(None, ge=1)
+    # The assistant target of the training exports (the paper's critic ablation): rear = label then
+    # analysis {"答案", "分析"}; front = analysis then label {"分析", "答案"}; none = the label alone.
+    critic: Literal["rear", "front", "none"] = "rear"
 
 
 class Vote(_Strict):

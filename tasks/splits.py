@@ -142,27 +142,34 @@ def stratification(settled: pl.DataFrame, params: Split) -> pl.DataFrame:
 # -- export records ----------------------------------------------------------------------------------
 
 
-def critic_target(label: str, analysis: str) -> str:
-    """The rear-critic target: label first, then the analysis."""
-    return json.dumps({"答案": label, "分析": analysis}, ensure_ascii=False)
+def critic_target(label: str, analysis: str, critic: str = "rear") -> str:
+    """The assistant's answer in a training export: the rear critic (label first, then the analysis:
+    the recipe's default), the front critic (analysis first) or the label alone (critic none)."""
+    if critic == "rear":
+        return json.dumps({"答案": label, "分析": analysis}, ensure_ascii=False)
+    if critic == "front":
+        return json.dumps({"分析": analysis, "答案": label}, ensure_ascii=False)
+    if critic == "none":
+        return json.dumps({"答案": label}, ensure_ascii=False)
+    raise ValueError(f"unknown critic {critic!r} (rear, front or none)")
 
 
-def chat_records(rows: pl.DataFrame, instruction: GuardInstruction) -> list[dict[str, Any]]:
+def chat_records(rows: pl.DataFrame, instruction: GuardInstruction, critic: str = "rear") -> list[dict[str, Any]]:
     return [
         {"id": r["response_id"],
          "messages": instruction.messages(r["query"], r["response"])
-         + [{"role": "assistant", "content": critic_target(r["label"], r["analysis"] or "")}],
+         + [{"role": "assistant", "content": critic_target(r["label"], r["analysis"] or "", critic)}],
          "label": r["label"], "scenario": r["scenario"], "subcategory": r["subcategory"], "source": r["source"],
          "split": r["split"], "query_id": r["query_id"]}
         for r in rows.iter_rows(named=True)
     ]
 
 
-def sharegpt_records(rows: pl.DataFrame, instruction: GuardInstruction) -> list[dict[str, Any]]:
+def sharegpt_records(rows: pl.DataFrame, instruction: GuardInstruction, critic: str = "rear") -> list[dict[str, Any]]:
     """LLaMA-Factory's ShareGPT layout: conversations of {from: human|gpt, value}, optional system."""
     system_prompt = instruction.system_prompt
     out = []
-    for rec in chat_records(rows, instruction):
+    for rec in chat_records(rows, instruction, critic):
         turns = [{"from": {"user": "human", "assistant": "gpt"}[m["role"]], "value": m["content"]}
                  for m in rec["messages"] if m["role"] != "system"]
         item: dict[str, Any] = {"id": rec["id"], "conversations": turns}
@@ -211,16 +218,16 @@ def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
 
 
 def write_split_export(rows: pl.DataFrame, split: str, out_dir: Path,
-                       instruction: GuardInstruction) -> list[dict[str, Any]]:
+                       instruction: GuardInstruction, critic: str = "rear") -> list[dict[str, Any]]:
     """Write <split>.jsonl (chat), <split>.parquet (all metadata) and <split>.sharegpt.json; return
     one file entry each (split, format, name, path, n_rows, sha256)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     jsonl = out_dir / f"{split}.jsonl"
-    _write_jsonl(jsonl, chat_records(rows, instruction))
+    _write_jsonl(jsonl, chat_records(rows, instruction, critic))
     parquet = out_dir / f"{split}.parquet"
     rows.write_parquet(parquet)
     sharegpt = out_dir / f"{split}.sharegpt.json"
-    sharegpt.write_text(json.dumps(sharegpt_records(rows, instruction), ensure_ascii=False, indent=1),
+    sharegpt.write_text(json.dumps(sharegpt_records(rows, instruction, critic), ensure_ascii=False, indent=1),
                         encoding="utf-8")
     return [
         {"split": split, "format": fmt, "name": p.name, "path": str(p), "n_rows": rows.height, "sha256": file_sha256(p)}
@@ -254,10 +261,11 @@ def export_dataset(wh: Warehouse, params: Split, instruction: GuardInstruction, 
             if split in TRAINING_SPLITS:
                 rows, dropped[split] = balance(rows, params.balance_max_ratio, params.seed)
             frames[split] = rows
-            files += write_split_export(rows, split, staging, instruction)
+            files += write_split_export(rows, split, staging, instruction, params.critic)
         info = dataset_info({f["split"]: f["name"] for f in files if f["format"] == "sharegpt"},
                             instruction.system_prompt)
         (staging / "dataset_info.json").write_text(json.dumps(info, ensure_ascii=False, indent=2), encoding="utf-8")
+        # The target variant (critic) and the prompt (rules) are in the files, hence in the id too.
         export_id = content_hash(sorted(f["sha256"] for f in files), length=12)
         final = root / export_id
         if final.exists():  # the same data was exported before: that version stands
@@ -285,7 +293,7 @@ def export_dataset(wh: Warehouse, params: Split, instruction: GuardInstruction, 
             "files": files, "balance_dropped": dropped,
             "excluded_contaminated": int(wh.scalar("SELECT count(*) FROM v_contaminated") or 0),
             "source_run_ids": source_runs, "split": params.model_dump(mode="json"),
-            "guard_prompt": instruction.describe(), "config": config or {},
+            "guard_prompt": instruction.describe(), "target": {"critic": params.critic}, "config": config or {},
         }
         manifest_path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
         cards.write_card(final, manifest, frames, wh)
@@ -294,7 +302,8 @@ def export_dataset(wh: Warehouse, params: Split, instruction: GuardInstruction, 
         wh.insert("exports", pl.DataFrame([
             {"export_id": f"{export_id}-{f['split']}-{f['format']}", "split": f["split"], "format": f["format"],
              "path": f["path"], "n_rows": f["n_rows"], "sha256": f["sha256"],
-             "manifest": json.dumps({"export": export_id, "manifest_sha256": manifest_sha}), "run_id": run_id}
+             "manifest": json.dumps({"export": export_id, "manifest_sha256": manifest_sha, "critic": params.critic,
+                                     "guard_prompt": instruction.version}), "run_id": run_id}
             for f in files
         ]))
         wh.insert("export_versions", pl.DataFrame([{

@@ -31,7 +31,7 @@ import polars as pl
 from libra.tasks.config import FactoryConfig, Training
 from libra.tasks.ids import content_hash
 from libra.tasks.jsonl import json_lines
-from libra.warehouse import Warehouse
+from libra.warehouse import Warehouse, sql_text
 
 
 class TrainingError(ValueError):
@@ -76,12 +76,19 @@ class ExportRef:
     # The guard prompt the export was written with (manifest: guard_prompt.version); the eval flow
     # warns when it asks a guard trained on it with another prompt.
     guard_prompt_version: str | None = None
+    # The assistant target the export was written with (manifest: target.critic): rear, front or none.
+    critic: str = "rear"
 
 
 def resolve_export(wh: Warehouse, cfg: FactoryConfig, export: str) -> ExportRef:
-    """`latest` (the newest chat export in the warehouse) or an export id (a folder under export_dir)."""
+    """`latest` (the newest chat export of the config's variant: its critic and guard prompt, so an
+    ablation's front-critic export is never "latest" for the nightly training) or an export id (a
+    folder under export_dir)."""
     if export == "latest":
-        rows = wh.query("SELECT path FROM exports WHERE format = 'chat-jsonl' ORDER BY created_at DESC LIMIT 1")
+        from libra.tasks.guard_prompt import GuardInstruction
+
+        rows = wh.query(sql_text("queries/latest_export.sql"),
+                        {"critic": cfg.split.critic, "prompt": GuardInstruction.from_config(cfg).version})
         if rows.is_empty():
             raise TrainingError("no export in the warehouse yet: run the split flow (or the factory) first")
         folder = Path(rows["path"][0]).parent
@@ -92,10 +99,12 @@ def resolve_export(wh: Warehouse, cfg: FactoryConfig, export: str) -> ExportRef:
         raise TrainingError(f"export {export!r}: {manifest} not found")
     raw = manifest.read_bytes()
     try:
-        prompt = (json.loads(raw).get("guard_prompt") or {}).get("version")
+        data = json.loads(raw)
+        prompt = (data.get("guard_prompt") or {}).get("version")
+        critic = (data.get("target") or {}).get("critic") or "rear"  # exports before the variants: rear
     except (json.JSONDecodeError, AttributeError) as e:
         raise TrainingError(f"export {export!r}: {manifest} is not a manifest ({e})") from None
-    return ExportRef(folder.name, folder, hashlib.sha256(raw).hexdigest(), prompt)
+    return ExportRef(folder.name, folder, hashlib.sha256(raw).hexdigest(), prompt, critic)
 
 
 def load_chat_split(folder: Path, split: str) -> list[dict[str, Any]]:
@@ -315,6 +324,7 @@ def run_stage(wh: Warehouse, t: Training, plan: StagePlan, base_model: str, pare
             "finetune_fraction": t.finetune_fraction, "examples_selected": len(examples)}
     tid = training_run_id(plan, base_reference(base_model, parent), export, data, hp)
     data["guard_prompt_version"] = export.guard_prompt_version
+    data["critic"] = export.critic
     done = completed_stage(wh, tid)
     if done is not None:
         return {"training_run_id": tid, "stage": plan.name, "skipped": "already trained",

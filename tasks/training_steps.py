@@ -30,6 +30,18 @@ def train_stage(fx: Factory, t: Training, plan: training.StagePlan, base_model: 
     return training.run_stage(fx.warehouse, t, plan, base_model, parent, export, out_root, fx.run_id)
 
 
+@task(name="export-variant", **_ONCE)
+def export_variant(fx: Factory, critic: str, instruction: GuardInstruction) -> training.ExportRef:
+    """The stored splits exported with this assistant target and guard prompt (an ablation cell's data);
+    the same variant exported twice is one folder."""
+    from libra.tasks import splits
+
+    params = fx.cfg.split.model_copy(update={"critic": critic})
+    done = splits.export_dataset(fx.warehouse, params, instruction, fx.cfg.resolve(fx.cfg.export_dir), fx.run_id,
+                                 fx.cfg.public_dict())
+    return training.resolve_export(fx.warehouse, fx.cfg, done["export_id"])
+
+
 def _counts(rows: Any) -> dict[str, Any]:
     status = Counter(rows["status"].to_list())
     return {"answered": status.get("ok", 0), "failed": status.get("failed", 0),
