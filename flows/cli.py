@@ -20,7 +20,7 @@ from rich.table import Table
 
 from libra.tasks.config import ConfigError, load_config
 from libra.tasks.errors import InputError
-from libra.warehouse import Warehouse, WarehouseError
+from libra.warehouse import Warehouse, WarehouseError, sql_text
 
 app = typer.Typer(
     help="libra-factory: a Prefect + DuckDB data factory for Chinese LLM safety guards.",
@@ -229,6 +229,9 @@ def _print_status(wh: Warehouse) -> None:
                  "WHERE parent_run_id IS NULL ORDER BY started_at DESC LIMIT 5"),
         title="Latest runs",
     )
+    down = wh.query(sql_text("queries/endpoints_down.sql"), {"runs": 5})
+    if not down.is_empty():  # their samples stay pending until a run reaches them (docs/reliability.md)
+        print_frame(down, title="Endpoints declared down in the latest runs: their samples are pending")
 
 
 @app.command()

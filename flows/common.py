@@ -13,7 +13,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from libra.tasks.annotate import vote_settings
 from libra.tasks.config import FactoryConfig, load_config
-from libra.tasks.runs import Factory, finish_run, start_run
+from libra.tasks.runs import Factory, finish_run, mark_interrupted_runs, start_run
 from libra.warehouse import Warehouse
 
 
@@ -34,9 +34,12 @@ def stage_run(name: str, config: str, warehouse: str | None, parent_run_id: str 
         cfg.export_dir = str(wh.path.parent / cfg.export_dir)
     wh.set_settings(vote_settings(cfg))  # the judges a response needs: a failed vote leaves it pending
     with wh.stage_lock(name):
+        interrupted = mark_interrupted_runs(wh, name)  # we hold the lock: a `running` one is dead
         run_id = start_run(wh, name, cfg, parent_run_id)
         fx = Factory.open(cfg, wh, run_id)
         summary: dict[str, Any] = {"run_id": run_id}
+        if interrupted:
+            summary["earlier_runs_interrupted"] = interrupted
         try:
             yield fx, summary
         except BaseException as e:

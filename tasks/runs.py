@@ -65,6 +65,19 @@ def start_run(wh: Warehouse, flow: str, cfg: FactoryConfig | None, parent_run_id
     return run_id
 
 
+def mark_interrupted_runs(wh: Warehouse, flow: str) -> int:
+    """Runs of `flow` still marked `running` when a new run of it holds the stage lock: the process
+    that ran them died (kill -9, OOM, a lost machine) before it could finish them. They become
+    `interrupted`; what they stored stays, and the new run resumes from it. Returns how many."""
+    n = wh.scalar("SELECT count(*) FROM runs WHERE flow = ? AND status = 'running'", [flow]) or 0
+    if n:
+        wh.execute(
+            "UPDATE runs SET status = 'interrupted', finished_at = ? WHERE flow = ? AND status = 'running'",
+            [datetime.now(UTC).replace(tzinfo=None), flow],
+        )
+    return int(n)
+
+
 def finish_run(wh: Warehouse, run_id: str, status: str, summary: dict[str, Any]) -> None:
     wh.execute(
         "UPDATE runs SET status = ?, finished_at = ?, summary = ? WHERE run_id = ?",

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from libra.flows.cli import app
 from libra.tasks.servers import free_port
 from libra.warehouse import Warehouse
 from tests.reliability.conftest import (
@@ -45,14 +47,17 @@ def test_an_endpoint_down_for_one_run_then_back_ends_equal_to_the_fault_free_run
     wh = Warehouse(tmp_path / "test.duckdb", create=False)
     during = {"facts": facts(wh), "splits": split_counts(wh), "votes": vote_counts(wh)}
     pending = wh.scalar("SELECT count(*) FROM v_final_labels WHERE vote_status = 'pending'")
+    failed = wh.scalar("SELECT count(*) FROM responses WHERE status = 'failed'")
 
     # while it is down: its samples wait, nothing is decided on a missing vote or response
     assert endpoint in down["endpoints_down"]
+    status = CliRunner().invoke(app, ["status", "--warehouse", str(wh.path)])
+    assert status.exit_code == 0 and "Endpoints declared down" in status.output and endpoint in status.output
     if endpoint.startswith("judge"):
         assert pending == wh.scalar("SELECT count(*) FROM responses WHERE status = 'ok'") > 0
         assert during["facts"]["adjudications"] == 0 and during["facts"]["splits"] == 0
     else:
-        assert wh.scalar("SELECT count(*) FROM responses WHERE status = 'failed'") > 0
+        assert failed > 0
         assert during["facts"]["splits"] == 0  # every query waits for resp-b's answer
 
     factory_flow(str(config))  # it is back
@@ -64,7 +69,6 @@ def test_an_endpoint_down_for_one_run_then_back_ends_equal_to_the_fault_free_run
         record("outage", f"{endpoint} on a closed port for one run: samples left pending", pending,
                "every response (none settled on 2 of 3 votes)", ok=pending == facts(wh)["responses"])
     else:
-        failed = wh.query("SELECT count(*) FROM responses WHERE status = 'failed'").item()
         record("outage", f"{endpoint} on a closed port for one run: responses failed, queries split", f"{failed}, 0",
                "its share of responses, 0", ok=failed > 0 and during["facts"]["splits"] == 0)
     record("outage", f"{endpoint} down: splits during the run (eval/finetune/pretrain)", during["splits"],
