@@ -130,7 +130,10 @@ class _Limiter:
 
     def __init__(self, rpm: float | None, tpm: float | None):
         self.rpm, self.tpm = rpm, tpm
-        self._allowance = min(rpm, 10.0) if rpm else 0.0  # small burst, not a minute's worth at once
+        # The bucket holds one second's worth (at least one request): a minute's allowance sent at once
+        # would break a provider's per-minute limit in its first second.
+        self._capacity = max(rpm / 60.0, 1.0) if rpm else 0.0
+        self._allowance = self._capacity
         self._last = time.monotonic()
         self._tokens: deque[tuple[float, int]] = deque()
         self._lock = asyncio.Lock()
@@ -143,7 +146,7 @@ class _Limiter:
                 rate = self.rpm / 60.0
                 while True:
                     now = time.monotonic()
-                    self._allowance = min(max(self.rpm / 60.0, 1.0), self._allowance + (now - self._last) * rate)
+                    self._allowance = min(self._capacity, self._allowance + (now - self._last) * rate)
                     self._last = now
                     if self._allowance >= 1.0:
                         self._allowance -= 1.0
@@ -314,17 +317,19 @@ class LLMPool:
         extra_body = json.loads(res.request.extra_body) if res.request.extra_body else None
         last_error = "not attempted"
         for attempt in range(ep.max_retries + 1):
-            if stats.down:
-                res.error = f"endpoint {name} is down: {stats.down_reason}"
-                if res.attempts:  # it went out before the breaker tripped: a failed call, logged as one
-                    stats.failed += 1
-                else:
-                    stats.skipped += 1
-                return
-            if attempt:
-                stats.retries += 1  # counted when re-sent, as llm_calls counts it (attempts - 1)
             retry_after: float | None = None
             async with semaphores[name]:
+                # checked once a slot is ours: requests queued behind the cap when the breaker trips
+                # are not sent
+                if stats.down:
+                    res.error = f"endpoint {name} is down: {stats.down_reason}"
+                    if res.attempts:  # it went out before the breaker tripped: a failed call, logged as one
+                        stats.failed += 1
+                    else:
+                        stats.skipped += 1
+                    return
+                if attempt:
+                    stats.retries += 1  # counted when re-sent, as llm_calls counts it (attempts - 1)
                 await limiters[name].acquire()
                 res.attempts = attempt + 1
                 stats.sent += 1

@@ -1,0 +1,250 @@
+"""Unit tests of the LLM pool: retries and Retry-After, backoff, the breaker, the cache, rate limits.
+
+The pool's real `openai.AsyncOpenAI` client talks HTTP to a scripted in-process ASGI app (httpx's ASGI
+transport), so every status code and header goes through the client's own error mapping; waits are
+recorded by a pool whose `_backoff` returns 0 after noting what it would have slept, and the rate
+limiter runs on a fake clock, so no test depends on wall time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from libra.tasks import llm_pool
+from libra.tasks.config import Endpoint
+from libra.tasks.llm_pool import LLMPool, LLMRequest, MemoryCallLog
+
+
+class Scripted:
+    """An OpenAI-compatible chat endpoint answering from a script of (status, headers, body) per request."""
+
+    def __init__(self, script: list[tuple[int, dict[str, str], Any]] | None = None, default: tuple | None = None):
+        self.script = list(script or [])
+        self.default = default or (200, {}, None)
+        self.requests: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.peak = 0
+
+    @staticmethod
+    def completion(text: str, prompt_tokens: int = 7, completion_tokens: int = 3) -> dict[str, Any]:
+        return {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                          "total_tokens": prompt_tokens + completion_tokens}}
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        body = b""
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        request = json.loads(body)
+        self.requests.append(request)
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        await asyncio.sleep(0.01)
+        self.in_flight -= 1
+        status, headers, payload = self.script.pop(0) if self.script else self.default
+        if payload is None:
+            payload = self.completion("echo: " + request["messages"][-1]["content"])
+        raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                *((k.encode(), v.encode()) for k, v in headers.items())]})
+        await send({"type": "http.response.body", "body": raw})
+
+
+class RecordingPool(LLMPool):
+    """Notes every backoff delay the pool computed, then waits 0 s instead."""
+
+    def __init__(self, *a: Any, **kw: Any):
+        super().__init__(*a, **kw)
+        self.waits: list[tuple[int, float | None, float]] = []
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        self.waits.append((attempt, retry_after, super()._backoff(attempt, retry_after)))
+        return 0.0
+
+
+@pytest.fixture
+def serve(monkeypatch: pytest.MonkeyPatch):
+    """Route every AsyncOpenAI client the pool builds to the given ASGI app."""
+
+    def use(app: Scripted) -> Scripted:
+        real = openai.AsyncOpenAI
+
+        def client(**kw: Any) -> openai.AsyncOpenAI:
+            return real(**kw, http_client=httpx.AsyncClient(transport=httpx.ASGITransport(app=app)))
+
+        monkeypatch.setattr(llm_pool.openai, "AsyncOpenAI", client)
+        return app
+
+    return use
+
+
+def _endpoint(**kw: Any) -> Endpoint:
+    return Endpoint(**{"name": "ep", "base_url": "http://scripted/v1", "model": "m", "max_retries": 3,
+                       "timeout_s": 5, **kw})
+
+
+def _pool(*endpoints: Endpoint, log: MemoryCallLog | None = None) -> RecordingPool:
+    return RecordingPool(list(endpoints), log or MemoryCallLog(), show_progress=False, rng=random.Random(0))
+
+
+def test_429_is_retried_after_the_servers_retry_after(serve) -> None:
+    app = serve(Scripted([(429, {"retry-after": "1.5"}, {"error": {"message": "slow down"}}),
+                          (503, {"retry-after": "2"}, {"error": {"message": "busy"}})]))
+    pool = _pool(_endpoint())
+    [res] = pool.run([LLMRequest.chat("ep", "你好")])
+    assert res.ok and res.text == "echo: 你好" and res.attempts == 3 and len(app.requests) == 3
+    assert [(a, ra) for a, ra, _ in pool.waits] == [(0, 1.5), (1, 2.0)]
+    assert all(delay >= ra for _, ra, delay in pool.waits)  # never earlier than the server asked
+    stats = pool.stats["ep"]
+    assert (stats.sent, stats.ok, stats.retries, stats.errors) == (3, 1, 2, {"HTTP 429": 1, "HTTP 503": 1})
+    [row] = pool.call_log.rows
+    assert row["status"] == "ok" and row["attempts"] == 3 and row["prompt_tokens"] == 7
+
+
+def test_a_client_error_is_not_retried(serve) -> None:
+    app = serve(Scripted(default=(400, {}, {"error": {"message": "bad request"}})))
+    pool = _pool(_endpoint())
+    [res] = pool.run([LLMRequest.chat("ep", "x")])
+    assert not res.ok and res.error.startswith("HTTP 400") and res.attempts == 1 and len(app.requests) == 1
+    assert pool.waits == [] and pool.call_log.rows[0]["status"] == "failed"
+
+
+def test_a_malformed_body_and_empty_content_are_retried(serve) -> None:
+    empty = Scripted.completion("x")
+    empty["choices"][0]["message"]["content"] = None
+    serve(Scripted([(200, {}, b"{not json"), (200, {}, empty)]))
+    pool = _pool(_endpoint())
+    [res] = pool.run([LLMRequest.chat("ep", "x")])
+    assert res.ok and res.attempts == 3 and pool.stats["ep"].retries == 2
+
+
+def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
+    pool = LLMPool([_endpoint()], show_progress=False, backoff_base_s=0.25, backoff_cap_s=8.0, rng=random.Random(1))
+    for attempt in range(8):
+        nominal = min(8.0, 0.25 * 2**attempt)
+        for _ in range(20):
+            assert 0.5 * nominal <= pool._backoff(attempt, None) <= 1.5 * nominal
+    assert pool._backoff(0, 5.0) >= 5.0
+    assert pool._backoff(0, 3600.0) == pytest.approx(60.0)  # a server's Retry-After is honoured up to a minute
+
+
+def test_the_breaker_declares_an_endpoint_down_and_the_rest_fail_fast(serve) -> None:
+    app = serve(Scripted(default=(500, {}, {"error": {"message": "boom"}})))
+    pool = _pool(_endpoint(max_retries=1, down_after_failures=2, max_concurrency=1))
+    results = pool.run([LLMRequest.chat("ep", f"q{i}") for i in range(6)])
+    assert not any(r.ok for r in results)
+    stats = pool.stats["ep"]
+    assert stats.down and "2 consecutive requests failed" in stats.down_reason
+    # Every request's first try went out (one slot, taken in turn) before any had used up its retry;
+    # then the first two failed for good, the breaker tripped, and no queued retry was sent.
+    assert len(app.requests) == stats.sent == 6 + 2
+    assert stats.failed == 6 and stats.skipped == 0 and stats.retries == 2
+    assert [r.attempts for r in results] == [2, 2, 1, 1, 1, 1]
+    assert all("is down" in r.error for r in results[2:])
+    assert set(pool.down_endpoints()) == {"ep"}
+    assert len(pool.call_log.rows) == 6  # every call that went to the network is logged, as failed
+    late = pool.run([LLMRequest.chat("ep", "after")])  # the endpoint stays down for the run
+    assert late[0].attempts == 0 and stats.skipped == 1 and len(app.requests) == 8
+
+
+def test_a_success_resets_the_breakers_count(serve) -> None:
+    fail = (500, {}, {"error": {"message": "boom"}})
+    serve(Scripted([fail, (200, {}, None), fail, (200, {}, None), fail]))
+    pool = _pool(_endpoint(max_retries=0, down_after_failures=2, max_concurrency=1))
+    results = pool.run([LLMRequest.chat("ep", f"q{i}") for i in range(5)])
+    assert [r.ok for r in results] == [False, True, False, True, False]
+    assert not pool.stats["ep"].down
+
+
+def test_a_cached_answer_is_never_paid_for_twice(serve) -> None:
+    app = serve(Scripted())
+    log = MemoryCallLog()
+    first = _pool(_endpoint(), log=log).run([LLMRequest.chat("ep", "a"), LLMRequest.chat("ep", "a"),
+                                             LLMRequest.chat("ep", "a", sample_index=1)])
+    assert len(app.requests) == 2  # identical requests in one batch go out once; another sample is another call
+    assert first[0].text == first[1].text
+    again = _pool(_endpoint(), log=log)
+    second = again.run([LLMRequest.chat("ep", "a"), LLMRequest.chat("ep", "a", sample_index=1)])
+    assert len(app.requests) == 2 and all(r.cached and r.ok for r in second)
+    assert again.stats["ep"].cached == 2 and again.stats["ep"].sent == 0
+    # the key covers model, messages, sampling, template version and sample index
+    keys = {again.call_key(r) for r in (LLMRequest.chat("ep", "a"), LLMRequest.chat("ep", "a", template_version="v2"),
+                                        LLMRequest.chat("ep", "a", params={"temperature": 0.1}))}
+    assert len(keys) == 3
+
+
+def test_concurrency_never_exceeds_the_endpoints_cap(serve) -> None:
+    app = serve(Scripted())
+    pool = _pool(_endpoint(max_concurrency=3))
+    results = pool.run([LLMRequest.chat("ep", f"q{i}") for i in range(30)])
+    assert all(r.ok for r in results) and app.peak == 3
+
+
+class FakeClock:
+    """time.monotonic / asyncio.sleep for the rate limiter: sleeping advances the clock instantly."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.slept += seconds
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(llm_pool, "time", SimpleNamespace(monotonic=fake.monotonic, perf_counter=fake.monotonic))
+    monkeypatch.setattr(llm_pool, "asyncio", SimpleNamespace(sleep=fake.sleep, Lock=asyncio.Lock))
+    return fake
+
+
+def test_requests_per_minute_allow_a_small_burst_then_the_rate(clock: FakeClock) -> None:
+    limiter = llm_pool._Limiter(rpm=120, tpm=None)
+
+    async def take(n: int) -> None:
+        for _ in range(n):
+            await limiter.acquire()
+
+    asyncio.run(take(2))
+    assert clock.slept == 0  # the burst: one second's worth at once
+    asyncio.run(take(120))
+    assert clock.slept == pytest.approx(60.0, rel=0.01)  # then 120 a minute = 2 a second
+    clock.now += 3600  # an idle hour refills the bucket to one second's worth, not to an hour's
+    slept = clock.slept
+    asyncio.run(take(4))
+    assert clock.slept - slept == pytest.approx(1.0, rel=0.01)
+
+
+def test_tokens_per_minute_wait_for_the_window_to_free(clock: FakeClock) -> None:
+    limiter = llm_pool._Limiter(rpm=None, tpm=1000)
+
+    async def go() -> None:
+        await limiter.acquire()
+        limiter.used(600)
+        clock.now += 10
+        await limiter.acquire()  # 600 < 1000: no wait
+        limiter.used(600)
+        assert clock.slept == 0
+        await limiter.acquire()  # 1200 used in the window: wait until the first 600 leave it
+        assert clock.slept == pytest.approx(50.0, abs=0.1)
+
+    asyncio.run(go())
