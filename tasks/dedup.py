@@ -341,11 +341,7 @@ def similarities(left: Sketch, li: np.ndarray, right: Sketch, ri: np.ndarray, pa
     signature values) and, when params.verify_jaccard, the true similarity of the shingle sets for the
     pairs whose estimate is within VERIFY_MARGIN of the threshold or above (the others keep their
     estimate: they are below the threshold either way, bar a 4.6-sigma estimation error)."""
-    est = np.empty(len(li), dtype=np.float64)
-    num_perm = left.signatures.shape[1]
-    for lo in range(0, len(li), _PAIRS_PER_CHUNK):  # bounded (pairs x num_perm) temporaries
-        hi = lo + _PAIRS_PER_CHUNK
-        est[lo:hi] = np.count_nonzero(left.signatures[li[lo:hi]] == right.signatures[ri[lo:hi]], axis=1) / num_perm
+    est = _estimates(left, li, right, ri)
     if not params.verify_jaccard:
         return est
     for k in np.flatnonzero(est >= params.threshold - VERIFY_MARGIN).tolist():
@@ -453,18 +449,51 @@ class DedupResult:
 def _first_stored_near(sketch: Sketch, positions: np.ndarray, index: DedupIndex, params: DedupParams,
                        tok: Tokenizer | None) -> pl.DataFrame:
     """For each text at `positions` near some stored kept text: the earliest such text (seq, ref_id).
-    Columns: pos, ref_id, similarity. Done in chunks of MATCH_CHUNK texts."""
+    Columns: pos, ref_id, similarity. Done in chunks of MATCH_CHUNK texts; each text's candidates are
+    checked earliest first, and the first verified one ends its search."""
     parts = [pl.DataFrame(schema=NEAR_SCHEMA)]
     for lo in range(0, len(positions), MATCH_CHUNK):
         chunk = positions[lo : lo + MATCH_CHUNK]
         candidates = index.bucket_matches(bucket_frame(sketch, chunk)).select("pos", "ref_id").unique()
         if candidates.is_empty():
             continue
-        refs = index.references(candidates.select("ref_id").unique())
-        near = verified_near(sketch, candidates, refs, params, tok)
-        parts.append(near.join(refs.select("ref_id", "seq"), on="ref_id")
-                     .sort("pos", "seq", "ref_id").unique("pos", keep="first").select(list(NEAR_SCHEMA)))
+        refs = index.references(candidates.select("ref_id").unique()).with_row_index("ref_pos")
+        if params.verify_jaccard:
+            ref_sketch = sketch_texts(refs["text"].to_list(), params, tok)
+        else:
+            sigs = signatures_from_bytes(refs["signature"].to_list(), params.num_perm)
+            ref_sketch = Sketch([], np.zeros(0, np.uint64), np.zeros(1, np.int64), sigs, np.zeros((0, 0), np.uint64))
+        pairs = (candidates.join(refs.select("ref_id", "ref_pos", "seq"), on="ref_id")
+                 .sort("pos", "seq", "ref_id"))
+        pos, ref_pos = pairs["pos"].to_numpy(), pairs["ref_pos"].cast(pl.Int64).to_numpy()
+        est = _estimates(sketch, pos, ref_sketch, ref_pos)
+        found: dict[int, tuple[int, float]] = {}
+        for k in np.flatnonzero(est >= params.threshold - (VERIFY_MARGIN if params.verify_jaccard else 0)).tolist():
+            p = int(pos[k])
+            if p in found:
+                continue
+            if params.verify_jaccard:
+                a, b = sketch.shingle_set(p), ref_sketch.shingle_set(int(ref_pos[k]))
+                inter = len(a & b)
+                sim = inter / (len(a) + len(b) - inter)
+            else:
+                sim = float(est[k])
+            if sim >= params.threshold:
+                found[p] = (int(ref_pos[k]), sim)
+        ref_ids = refs["ref_id"].to_list()
+        parts.append(pl.DataFrame([(p, ref_ids[r], sim) for p, (r, sim) in found.items()], schema=NEAR_SCHEMA,
+                                  orient="row"))
     return pl.concat(parts)
+
+
+def _estimates(left: Sketch, li: np.ndarray, right: Sketch, ri: np.ndarray) -> np.ndarray:
+    """MinHash estimates of the Jaccard similarity of pairs (left[li[k]], right[ri[k]])."""
+    est = np.empty(len(li), dtype=np.float64)
+    num_perm = left.signatures.shape[1]
+    for lo in range(0, len(li), _PAIRS_PER_CHUNK):  # bounded (pairs x num_perm) temporaries
+        hi = lo + _PAIRS_PER_CHUNK
+        est[lo:hi] = np.count_nonzero(left.signatures[li[lo:hi]] == right.signatures[ri[lo:hi]], axis=1) / num_perm
+    return est
 
 
 def _greedy_within(sketch: Sketch, order: list[int], params: DedupParams) -> dict[int, tuple[int, float]]:
