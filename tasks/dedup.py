@@ -29,7 +29,7 @@ matching against the stored kept texts is one SQL join of n x b bucket keys with
 kept texts, done in DuckDB per chunk of MATCH_CHUNK texts; within the batch one pass keeps a dict from
 bucket key to the batch's kept texts (O(n x b) lookups). Each candidate pair costs one signature
 comparison (vectorised) and, when its estimate is within VERIFY_MARGIN of the threshold, one exact set
-Jaccard. Memory is O(n x b + candidates of one chunk), independent of how much is stored: stored
+Jaccard; a text's candidates are checked earliest first and its first verified match ends the search. Memory is O(n x b + candidates of one chunk), independent of how much is stored: stored
 buckets stay in DuckDB, stored decisions are read only for exact matches and candidates.
 """
 
