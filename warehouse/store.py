@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -38,9 +39,13 @@ USER_SQL_CONFIG = {
 }
 
 
+_EXPLAIN = re.compile(r"\A\s*EXPLAIN\s+(?:ANALY[SZ]E\s+)?", re.IGNORECASE)
+
+
 def read_only_statement(sql: str) -> str:
-    """`sql` when it is exactly one SELECT (also DESCRIBE, SHOW, SUMMARIZE, VALUES, FROM …), else a
-    WarehouseError saying why. DuckDB's own parser decides, so no spelling slips past a pattern:
+    """`sql` when it is exactly one SELECT (also DESCRIBE, SHOW, SUMMARIZE, VALUES, FROM …, and EXPLAIN
+    [ANALYZE] of one), else a WarehouseError saying why. DuckDB's own parser decides, so no spelling
+    slips past a pattern:
     COPY … TO, EXPORT DATABASE, ATTACH/DETACH/USE, INSTALL/LOAD, SET/RESET/PRAGMA, CALL and every write
     have a statement type of their own."""
     try:
@@ -52,6 +57,11 @@ def read_only_statement(sql: str) -> str:
             f"libra sql is read-only and runs one statement per call; this input has {len(statements)}"
         )
     kind = statements[0].type
+    if kind == duckdb.StatementType.EXPLAIN:  # EXPLAIN [ANALYZE] runs its statement: that one must be a read
+        inner = _EXPLAIN.sub("", sql, count=1)
+        if inner != sql:
+            read_only_statement(inner)
+            return sql
     if kind != duckdb.StatementType.SELECT:
         raise WarehouseError(
             f"libra sql is read-only: a {kind.name} statement is refused (only SELECT, DESCRIBE, SHOW, "

@@ -48,6 +48,8 @@ REFUSED = {
         "ATTACH '{tmp}/w.duckdb' AS rw (READ_WRITE); USE rw; DELETE FROM settings; DETACH w"
     ),
     "select_then_copy": "SELECT 1; COPY settings TO '{tmp}/out.csv'",
+    "explain_analyze_copy": "EXPLAIN ANALYZE COPY settings TO '{tmp}/out.csv'",
+    "explain_delete": "EXPLAIN ANALYZE DELETE FROM settings",
 }
 
 
@@ -82,6 +84,8 @@ def test_reads_still_answer(warehouse: Warehouse):
     assert warehouse.read_only_query("SELECT value FROM settings WHERE key = 'probe';").item() == "1"
     assert "settings" in warehouse.read_only_query("SHOW TABLES")["name"].to_list()
     assert warehouse.read_only_query("FROM range(3)").height == 3
+    assert warehouse.read_only_query("EXPLAIN SELECT * FROM settings").height >= 1
+    assert warehouse.read_only_query("explain analyze SELECT count(*) FROM settings").height >= 1
     described = warehouse.read_only_query("DESCRIBE SELECT 1 AS a")
     assert isinstance(described, pl.DataFrame) and described["column_name"].to_list() == ["a"]
     # the internal reader (the flows' own queries) is unaffected by the user connection's lock-down
