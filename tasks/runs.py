@@ -12,15 +12,17 @@ from datetime import UTC, datetime
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from libra.tasks.calllog import WarehouseCallLog
 from libra.tasks.config import FactoryConfig
-from libra.tasks.llm_pool import LLMPool
 from libra.tasks.prompts import Taxonomy, load_taxonomy
 from libra.warehouse import Warehouse
+
+if TYPE_CHECKING:  # the pool imports openai (about 1 s): only flows that call an LLM pay for it
+    from libra.tasks.llm_pool import LLMPool
 
 
 @cache
@@ -95,6 +97,8 @@ class Factory:
 
     @staticmethod
     def open(cfg: FactoryConfig, warehouse: Warehouse, run_id: str, show_progress: bool = True) -> Factory:
+        from libra.tasks.llm_pool import LLMPool
+
         taxonomy = load_taxonomy(cfg.resolve(cfg.taxonomy))
         pool = LLMPool(cfg.endpoints, WarehouseCallLog(warehouse), run_id=run_id, show_progress=show_progress)
         return Factory(cfg=cfg, warehouse=warehouse, taxonomy=taxonomy, run_id=run_id, pool=pool)
