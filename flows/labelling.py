@@ -7,7 +7,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from libra.flows.common import merge, stage_run
-from libra.tasks import agreement, annotate, steps
+from libra.tasks import agreement, annotate, dawid_skene, steps
 from libra.tasks.runs import Factory
 from libra.warehouse import sql_text
 
@@ -37,6 +37,8 @@ def annotate_flow(config: str, warehouse: str | None = None, parent_run_id: str 
         summary["pending_votes"] = pending.height
         for batch in steps.batches(pending, fx.cfg.sizes.batch_size):
             merge(summary, {"votes": steps.judge_batch(fx, batch, setup)})
+        if fx.cfg.vote.method == "dawid_skene":  # before adjudication: low-confidence labels are hard samples
+            summary["label_model"] = _publish_label_model(fx)
         if fx.cfg.roles.adjudicator:
             hard = fx.warehouse.query(
                 sql_text("queries/pending_adjudications.sql"), {"n_judges": len(fx.cfg.voting_judges)}
@@ -48,6 +50,19 @@ def annotate_flow(config: str, warehouse: str | None = None, parent_run_id: str 
         summary["vote_status"] = dict(status.iter_rows())
         summary["agreement"] = _publish_agreement(fx)
     return summary
+
+
+def _publish_label_model(fx: Factory) -> dict:
+    """Fit and store the Dawid-Skene label model; its per-judge estimates as artifacts."""
+    figures = dawid_skene.store_label_model(fx.warehouse, fx.run_id, fx.cfg.vote.min_confidence)
+    if figures["items"]:
+        judges = fx.warehouse.query("SELECT * FROM v_label_model_judges")
+        create_table_artifact(table=judges.to_dicts(), key="annotate-label-model-judges",
+                              description="libra annotate: each judge's estimated accuracy (Dawid-Skene)")
+        confusion = fx.warehouse.query("SELECT * FROM v_label_model_confusion")
+        create_table_artifact(table=confusion.to_dicts(), key="annotate-label-model-confusion",
+                              description="libra annotate: each judge's estimated confusion matrix (Dawid-Skene)")
+    return figures
 
 
 def _publish_agreement(fx: Factory) -> dict:

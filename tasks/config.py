@@ -234,11 +234,19 @@ class Vote(_Strict):
     # A judge that fails is never dropped silently: its samples stay pending until it answers or is
     # named here (see docs/reliability.md).
     drop_judges: list[str] = Field(default_factory=list)
+    # majority: every judge counts the same. dawid_skene: EM over per-judge confusion matrices
+    # (tasks/dawid_skene.py, docs/labels.md), anchored on human labels and adjudications; the posterior
+    # P(不安全) is stored (label_posteriors) and gives the label where the vote is not hard.
+    method: Literal["majority", "dawid_skene"] = "majority"
+    # dawid_skene only: an agreed or majority vote whose posterior confidence max(p, 1 - p) is below
+    # this is hard (hard_reason low_confidence) and goes to the adjudicator.
+    min_confidence: float = Field(0.9, ge=0.5, le=1)
 
     def settings(self) -> dict[str, object]:
         """The knobs the vote views read from the warehouse `settings` table."""
         return {"vote.min_margin": self.min_margin, "vote.max_abstentions": self.max_abstentions,
-                "vote.controversial": self.controversial}
+                "vote.controversial": self.controversial, "vote.method": self.method,
+                "vote.min_confidence": self.min_confidence}
 
 
 class Judging(_Strict):

@@ -16,18 +16,27 @@ matrices (and the label names: EM alone can converge to the swapped solution whe
 worse than chance).
 
 Cost: O(votes x K) per iteration, all numpy. Abstentions are not votes: leave them out of the frame.
-Not wired into the vote views (issue 16 part 2 does that); bench/labels.py measures it.
+bench/labels.py measures it on simulated worlds.
+
+In the factory (vote.method dawid_skene, docs/labels.md): the annotate flow, once the votes are stored,
+calls store_label_model: EM over the complete votes (warehouse/queries/label_model_votes.sql), anchored
+on human labels and decisive adjudications, judges whose errors are correlated on the anchors grouped;
+it replaces label_posteriors, label_model_judges and label_model_confusion, which the vote views read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
 
+from libra.warehouse import Warehouse, sql_text
+
 CLASSES = ("安全", "不安全")
+METHOD = "dawid_skene"
 
 
 @dataclass
@@ -212,3 +221,50 @@ def _result(post: np.ndarray, priors: np.ndarray, theta: np.ndarray, can_answer:
         **{f"recall_{c}": np.where(single, diag[:, i], np.nan) for i, c in enumerate(classes)}}).fill_nan(None)
     return DawidSkene(posterior, confusion, judge_rows, {c: float(p) for c, p in zip(classes, priors, strict=True)},
                       iterations, converged)
+
+
+def label_model_rows(fit: DawidSkene, run_id: str) -> dict[str, pl.DataFrame]:
+    """The fit as rows of label_posteriors, label_model_judges and label_model_confusion."""
+    safe, unsafe = CLASSES
+    tag = {"method": pl.lit(METHOD), "run_id": pl.lit(run_id)}
+    return {
+        "label_posteriors": fit.posterior.select(
+            response_id="item_id", p_unsafe=pl.col(f"p_{unsafe}"), **tag),
+        "label_model_judges": fit.judges.select(
+            "judge", votes=pl.col("votes").cast(pl.Int32), accuracy="accuracy",
+            recall_safe=f"recall_{safe}", recall_unsafe=f"recall_{unsafe}", **tag),
+        "label_model_confusion": fit.confusion.select(
+            "judge", "true_label", "judge_label", "probability", "expected_count", **tag),
+    }
+
+
+def fit_label_model(votes: pl.DataFrame, anchors: pl.DataFrame) -> DawidSkene:
+    """Dawid-Skene over the factory's votes (item_id, judge, label), anchored on known labels; judges
+    whose errors coincide on the anchors (correlated_judges) are modelled as one."""
+    known = anchors.filter(pl.col("item_id").is_in(votes["item_id"].implode()))
+    groups = judge_groups(correlated_judges(votes, known)) if known.height else []
+    return dawid_skene(votes, anchors=known, groups=groups)
+
+
+def store_label_model(wh: Warehouse, run_id: str, min_confidence: float) -> dict[str, Any]:
+    """Fit the label model over the warehouse's complete votes and store it (replacing the last fit);
+    returns the summary figures. Nothing to fit (no complete vote yet): stores nothing."""
+    votes = wh.query(sql_text("queries/label_model_votes.sql"))
+    if votes.is_empty():
+        return {"items": 0}
+    anchors = wh.query(sql_text("queries/label_model_anchors.sql"))
+    fit = fit_label_model(votes, anchors)
+    rows = label_model_rows(fit, run_id)
+    with wh.writer():  # one fit replaces the last one as a whole
+        wh.execute(sql_text("queries/clear_label_model.sql"))
+        for table, frame in rows.items():
+            wh.insert(table, frame)
+    judges = {r["judge"]: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k != "judge"}
+              for r in fit.judges.iter_rows(named=True)}
+    return {
+        "items": fit.posterior.height, "anchors": int(anchors["item_id"].is_in(votes["item_id"].implode()).sum()),
+        "iterations": fit.iterations, "converged": fit.converged,
+        "priors": {c: round(p, 4) for c, p in fit.priors.items()},
+        "low_confidence": int((fit.posterior["confidence"] < min_confidence).sum()),
+        "judges": judges,
+    }

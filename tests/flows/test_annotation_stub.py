@@ -135,3 +135,38 @@ def test_five_stub_judges_majority_beats_the_best_judge(stub, prefect_harness, t
     _report("5 judges a/b/c/d/e", f)
     best = max(f["per_judge"].values())
     assert f["majority_accuracy"] > best + 0.01
+
+
+def test_three_stub_judges_dawid_skene(stub, prefect_harness, tmp_path: Path) -> None:
+    """vote.method dawid_skene: the label model's estimate of each judge is close to its measured
+    accuracy; the hard pool holds every count-based hard sample and the unsure posteriors; labels are at
+    least as right as the majority's."""
+    from libra.flows.labelling import annotate_flow
+
+    truth = _seed_warehouse(tmp_path / "w.duckdb")
+    config = _config(stub.url, tmp_path, ["judge-a", "judge-b", "judge-c"],
+                     vote={"method": "dawid_skene", "min_confidence": 0.99})
+    summary = annotate_flow(str(config), str(tmp_path / "w.duckdb"))
+    wh = Warehouse(tmp_path / "w.duckdb", create=False)
+    f = _figures(wh, truth)
+    _report("3 judges a/b/c, dawid_skene", f)
+    model = summary["label_model"]
+    assert model["items"] == N_QUERIES * len(RESPONDERS) and model["converged"]
+    for judge, measured in f["per_judge"].items():
+        assert model["judges"][judge]["accuracy"] == pytest.approx(measured, abs=0.03), judge
+    assert wh.scalar("SELECT count(*) FROM v_label_posteriors") == N_QUERIES * len(RESPONDERS)
+    final = wh.query("SELECT * FROM v_final_labels").join(truth, on="response_id")
+    # hard = today's reasons, or a posterior less sure than vote.min_confidence
+    by_count = final.filter((pl.col("n_safe") > 0) & (pl.col("n_unsafe") > 0))
+    assert (by_count["vote_status"] == "hard").all()
+    unsure = final.filter(pl.max_horizontal(pl.col("p_unsafe"), 1 - pl.col("p_unsafe")) < 0.99)
+    assert (unsure["vote_status"] == "hard").all()
+    settled = final.filter(pl.col("vote_status") != "hard")
+    assert (settled["label_source"] == "posterior").all()
+    posterior_label = settled.select(pl.when(pl.col("p_unsafe") > 0.5).then(pl.lit("不安全"))
+                                     .otherwise(pl.lit("安全")).alias("l"))["l"]
+    assert (settled["final_label"] == posterior_label).all()
+    by_majority = settled.select(pl.when(pl.col("n_unsafe") > pl.col("n_safe")).then(pl.lit("不安全"))
+                                 .otherwise(pl.lit("安全")).alias("l"))["l"]
+    assert (settled["final_label"] == settled["truth"]).sum() >= (by_majority == settled["truth"]).sum()
+    assert f["final_accuracy"] >= 0.97

@@ -9,7 +9,11 @@
 --            'vote.max_abstentions'; margin = |#安全 - #不安全| / #votes
 --   hard     anything else; hard_reason says why, first match of: all_abstained, single_vote, tie,
 --            disagreement (both labels voted, margin below min_margin), controversial_vote (a judge said
---            有争议), abstentions, low_margin
+--            有争议), abstentions, low_margin, low_confidence (below)
+-- With settings 'vote.method' = 'dawid_skene' (tasks/dawid_skene.py; the annotate flow writes
+-- label_posteriors): an agreed or majority vote whose posterior confidence max(p, 1 - p) is below
+-- 'vote.min_confidence' is hard (low_confidence), and where the vote is not hard majority_label is the
+-- posterior's label (label_from_posterior true). p_unsafe is the posterior P(不安全), NULL otherwise.
 -- An unparseable answer and a 有争议 vote are abstentions: they never count as either label
 -- (n_controversial says how many of the abstentions were 有争议). A failed call is no vote at all.
 CREATE OR REPLACE VIEW v_vote_summary AS
@@ -17,7 +21,9 @@ WITH policy AS (
     SELECT
         coalesce(max(CASE WHEN key = 'vote.min_margin' THEN TRY_CAST(value AS DOUBLE) END), 0.6) AS min_margin,
         coalesce(max(CASE WHEN key = 'vote.max_abstentions' THEN TRY_CAST(value AS INTEGER) END), 0) AS max_abstentions,
-        max(CASE WHEN key = 'vote.judges' THEN TRY_CAST(value AS JSON) END)::VARCHAR[] AS judges
+        max(CASE WHEN key = 'vote.judges' THEN TRY_CAST(value AS JSON) END)::VARCHAR[] AS judges,
+        coalesce(max(CASE WHEN key = 'vote.method' THEN value END), 'majority') = 'dawid_skene' AS use_posterior,
+        coalesce(max(CASE WHEN key = 'vote.min_confidence' THEN TRY_CAST(value AS DOUBLE) END), 0) AS min_confidence
     FROM settings
 ), counted AS (
     SELECT v.* FROM votes v, policy p WHERE p.judges IS NULL OR list_contains(p.judges, v.model)
@@ -35,7 +41,7 @@ WITH policy AS (
     GROUP BY response_id
 ), statuses AS (
     SELECT
-        t.*, p.min_margin,
+        t.*, p.min_margin, p.use_posterior, p.min_confidence,
         CASE WHEN n_safe > n_unsafe THEN '安全' WHEN n_unsafe > n_safe THEN '不安全' END AS majority_label,
         abs(n_safe - n_unsafe) / nullif(n_votes, 0) AS margin,
         CASE
@@ -46,12 +52,28 @@ WITH policy AS (
             ELSE 'hard'
         END AS vote_status
     FROM tallies t, policy p
+), weighed AS (
+    SELECT
+        s.* REPLACE (
+            CASE WHEN s.vote_status IN ('agreed', 'majority') AND lp.p_unsafe IS NOT NULL
+                      AND greatest(lp.p_unsafe, 1 - lp.p_unsafe) < s.min_confidence THEN 'hard'
+                 ELSE s.vote_status END AS vote_status),
+        s.vote_status AS vote_status_by_count,
+        lp.p_unsafe
+    FROM statuses s
+    LEFT JOIN label_posteriors lp ON s.use_posterior AND lp.response_id = s.response_id
 )
 SELECT
     response_id, n_votes, n_safe, n_unsafe, n_abstain, n_controversial, n_failed, judges,
-    CASE WHEN vote_status <> 'pending' THEN majority_label END AS majority_label, margin, vote_status,
+    CASE
+        WHEN vote_status = 'pending' THEN NULL
+        WHEN vote_status <> 'hard' AND p_unsafe IS NOT NULL THEN CASE WHEN p_unsafe > 0.5 THEN '不安全' ELSE '安全' END
+        ELSE majority_label
+    END AS majority_label,
+    margin, vote_status,
     CASE
         WHEN vote_status <> 'hard' THEN NULL
+        WHEN vote_status_by_count <> 'hard' THEN 'low_confidence'
         WHEN n_safe + n_unsafe = 0 THEN 'all_abstained'
         WHEN n_votes < 2 THEN 'single_vote'
         WHEN n_safe = n_unsafe THEN 'tie'
@@ -59,8 +81,10 @@ SELECT
         WHEN n_controversial > 0 THEN 'controversial_vote'
         WHEN n_abstain > 0 THEN 'abstentions'
         ELSE 'low_margin'
-    END AS hard_reason
-FROM statuses;
+    END AS hard_reason,
+    p_unsafe,
+    vote_status NOT IN ('pending', 'hard') AND p_unsafe IS NOT NULL AS label_from_posterior
+FROM weighed;
 
 -- v_guard_disagreements: warehouse samples where a stage-1 guard's prediction (the evaluation flow's
 -- `predictions` with benchmark = 'warehouse', item_id = response_id) disagrees with the judges'
@@ -84,7 +108,8 @@ WHERE p.benchmark = 'warehouse' AND p.label IN ('安全', '不安全')
        OR p.label IS DISTINCT FROM coalesce(h.label, CASE WHEN a.label IN ('安全', '不安全') THEN a.label END,
                                             s.majority_label));
 
--- v_final_labels: one row per voted response; precedence human > adjudicated > majority. A pending
+-- v_final_labels: one row per voted response; precedence human > adjudicated > majority (or, with
+--   vote.method dawid_skene, the posterior: label_source 'posterior'). A pending
 --   vote (a judge's vote missing) settles nothing: final_label NULL, label_source 'pending', unless a
 --   human labelled the sample.
 --   vote_status: the vote's status, or 'hard' when a guard disagrees (hard_reason then names the guards:
@@ -115,6 +140,7 @@ WITH policy AS (
             WHEN a.label = '有争议' AND p.controversial THEN 'adjudicated'
             WHEN p.controversial AND s.vote_status = 'hard'
                  AND ((s.n_safe > 0 AND s.n_unsafe > 0) OR s.n_controversial > 0) THEN 'controversial'
+            WHEN s.majority_label IS NOT NULL AND s.label_from_posterior THEN 'posterior'
             WHEN s.majority_label IS NOT NULL THEN 'majority'
             ELSE 'none'
         END AS label_source
@@ -131,6 +157,7 @@ SELECT
         WHEN 'adjudicated' THEN adjudicated_label
         WHEN 'controversial' THEN '有争议'
         WHEN 'majority' THEN majority_label
+        WHEN 'posterior' THEN majority_label
     END AS final_label,
     label_source,
     CASE WHEN disagreeing_guards IS NOT NULL AND vote_status <> 'pending' THEN 'hard' ELSE vote_status END
@@ -141,7 +168,7 @@ SELECT
             THEN 'guard_disagreement:' || disagreeing_guards
     END AS hard_reason,
     majority_label, margin, n_votes, n_safe, n_unsafe, n_abstain, n_controversial, n_failed,
-    adjudicated_label, human_label, disagreeing_guards
+    adjudicated_label, human_label, disagreeing_guards, p_unsafe
 FROM decided;
 
 -- v_hard_samples: what stage 2 mines — judge disagreement, ties, abstentions, low margin, guard disagreement.
@@ -167,3 +194,23 @@ FROM votes v
 JOIN v_final_labels f USING (response_id)
 WHERE f.final_label IS NOT NULL
 GROUP BY v.judge, v.model;
+
+-- v_label_posteriors: the Dawid-Skene posterior P(不安全) per response (the review page shows it), and
+-- the label model's estimate of every judge (latest fit; see tasks/dawid_skene.py).
+CREATE OR REPLACE VIEW v_label_posteriors AS
+SELECT response_id, p_unsafe, CASE WHEN p_unsafe > 0.5 THEN '不安全' ELSE '安全' END AS posterior_label,
+       greatest(p_unsafe, 1 - p_unsafe) AS confidence, method, run_id, created_at
+FROM label_posteriors;
+
+CREATE OR REPLACE VIEW v_label_model_judges AS
+SELECT judge, votes, accuracy, recall_safe, recall_unsafe, method, run_id
+FROM label_model_judges
+WHERE run_id = (SELECT arg_max(run_id, created_at) FROM label_model_judges)
+ORDER BY judge;
+
+CREATE OR REPLACE VIEW v_label_model_confusion AS
+SELECT judge, true_label, judge_label, round(probability, 4) AS probability,
+       round(expected_count, 1) AS expected_count, method, run_id
+FROM label_model_confusion
+WHERE run_id = (SELECT arg_max(run_id, created_at) FROM label_model_confusion)
+ORDER BY judge, true_label, judge_label;
