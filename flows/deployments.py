@@ -18,9 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from libra.tasks.config import FactoryConfig, load_config, referenced_env_vars
+from libra.tasks.config import FactoryConfig, load_config, referenced_env_vars, yaml_mapping
 from libra.tasks.errors import InputError
 from libra.tasks.overrides import with_overrides
 
@@ -69,12 +67,10 @@ def default_prefect_file() -> Path:
 def read_prefect_file(path: Path) -> list[DeploymentSpec]:
     """The deployments declared in a prefect.yaml, each checked for a flow that exists."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml_mapping(path.read_text(encoding="utf-8"), str(path), DeployError)
     except FileNotFoundError:
         raise DeployError(f"{path}: no such file (give the deployments file with --file)") from None
-    except yaml.YAMLError as e:
-        raise DeployError(f"{path}: not valid YAML: {e}") from None
-    entries = data.get("deployments") if isinstance(data, dict) else None
+    entries = data.get("deployments")
     if not isinstance(entries, list) or not entries:
         raise DeployError(f"{path}: key deployments: expected a list of deployments")
     specs: list[DeploymentSpec] = []

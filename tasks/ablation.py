@@ -28,10 +28,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from libra.tasks.config import ConfigError, Evaluation, FactoryConfig, Training
+from libra.tasks.config import ConfigError, Evaluation, FactoryConfig, Training, invalid_keys, yaml_mapping
 from libra.tasks.guard_prompt import GuardInstruction
 from libra.tasks.ids import content_hash
 from libra.tasks.overrides import with_overrides
@@ -103,21 +102,13 @@ def load_grid(path: str | Path) -> Grid:
     """A grid file, validated; errors name the file and the key."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: grid file not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
     try:
-        grid = Grid.model_validate(data)
+        grid = Grid.model_validate(yaml_mapping(text, str(path)))
     except ValidationError as e:
-        lines = [f"{path}: invalid grid"]
-        for err in e.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "<root>"
-            lines.append(f"  key {key}: {err['msg'].removeprefix('Value error, ')}")
-        raise ConfigError("\n".join(lines)) from None
+        raise invalid_keys(str(path), "grid", e) from None
     base = path.resolve().parent
     # Relative model and benchmark paths are the grid file's neighbours (a registered benchmark name stays).
     grid.base_models = [str(base / m) if not Path(m).is_absolute() and (base / m).exists() else m
@@ -152,11 +143,10 @@ def cell_training(section: Training, grid: Grid, cell: dict[str, Any]) -> Traini
 
 
 def cell_evaluation(section: Evaluation, grid: Grid) -> Evaluation:
-    data = {**section.model_dump(), **grid.evaluation}
     try:
-        return Evaluation.model_validate(data)
+        return Evaluation.model_validate({**section.model_dump(), **grid.evaluation})
     except ValidationError as e:
-        raise ConfigError(f"{grid.source_path}: key evaluation: {e.errors()[0]['msg']}") from None
+        raise invalid_keys(f"{grid.source_path} (evaluation)", "evaluation overrides", e) from None
 
 
 def instruction_for(cfg: FactoryConfig, rules: str) -> GuardInstruction:

@@ -433,22 +433,34 @@ def _dotted(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc) or "<root>"
 
 
-def parse_config(text: str, source: str = "<config>") -> FactoryConfig:
+def yaml_mapping(text: str, source: str, error: type[InputError] = ConfigError, empty: bool = False) -> dict[str, Any]:
+    """A YAML document that must be a mapping (every config-like file of the project); errors name the
+    source. `empty`: an empty document is an empty mapping."""
     try:
-        data = yaml.safe_load(interpolate_env(text, source))
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML: {e}") from None
+        raise error(f"{source}: not valid YAML: {e}") from None
+    if data is None and empty:
+        return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level")
+        raise error(f"{source}: expected a mapping at the top level")
+    return data
+
+
+def invalid_keys(source: str, what: str, e: ValidationError, error: type[InputError] = ConfigError) -> InputError:
+    """One error naming the file and every invalid key (dotted) of a validated document."""
+    lines = [f"{source}: invalid {what}"]
+    for err in e.errors():
+        lines.append(f"  key {_dotted(err['loc'])}: {err['msg'].removeprefix('Value error, ')}")
+    return error("\n".join(lines))
+
+
+def parse_config(text: str, source: str = "<config>") -> FactoryConfig:
+    data = yaml_mapping(interpolate_env(text, source), source)
     try:
-        cfg = FactoryConfig.model_validate(data)
+        return FactoryConfig.model_validate(data)
     except ValidationError as e:
-        lines = [f"{source}: invalid config"]
-        for err in e.errors():
-            msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"  key {_dotted(err['loc'])}: {msg}")
-        raise ConfigError("\n".join(lines)) from None
-    return cfg
+        raise invalid_keys(source, "config", e) from None
 
 
 def load_config(path: str | Path) -> FactoryConfig:

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from libra.tasks.config import invalid_keys, yaml_mapping
 from libra.tasks.errors import InputError
 from libra.tasks.ids import content_hash, file_sha256, query_id
 from libra.tasks.jsonl import json_lines
@@ -104,17 +104,11 @@ def load_import_spec(path: str | Path) -> ImportSpec:
         if found is None:
             raise ImportFailure(f"{path}: import config not found (neither a file nor a name under configs/imports/)")
         p = found
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8-sig")) or {}
-    except yaml.YAMLError as e:
-        raise ImportFailure(f"{p}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ImportFailure(f"{p}: expected a mapping at the top level")
+    data = yaml_mapping(p.read_text(encoding="utf-8-sig"), str(p), ImportFailure, empty=True)
     try:
         spec = ImportSpec.model_validate(data)
     except ValidationError as e:
-        keys = "; ".join(f"key {'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-        raise ImportFailure(f"{p}: invalid import config: {keys}") from None
+        raise invalid_keys(str(p), "import config", e, ImportFailure) from None
     spec.source_path = str(p.resolve())
     return spec
 
@@ -218,10 +212,7 @@ def load_mapping(name: str, taxonomy: Taxonomy | None = None, relative_to: Impor
     path = mapping_path(name, relative_to)
     taxonomy = taxonomy or load_taxonomy()
     raw = path.read_bytes()
-    try:
-        data = yaml.safe_load(raw.decode("utf-8-sig")) or {}
-    except yaml.YAMLError as e:
-        raise ImportFailure(f"{path}: not valid YAML: {e}") from None
+    data = yaml_mapping(raw.decode("utf-8-sig"), str(path), ImportFailure, empty=True)
     unknown = set(data) - {"name", "description", "source", "aliases", "categories", "subcategories", "labels"}
     if unknown:
         raise ImportFailure(f"{path}: unknown keys {sorted(unknown)}")
