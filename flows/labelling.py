@@ -62,6 +62,8 @@ def _publish_label_model(fx: Factory) -> dict:
         confusion = fx.warehouse.query("SELECT * FROM v_label_model_confusion")
         create_table_artifact(table=confusion.to_dicts(), key="annotate-label-model-confusion",
                               description="libra annotate: each judge's estimated confusion matrix (Dawid-Skene)")
+        chart = dawid_skene.judge_chart(judges, fx.warehouse.path.parent / "reports" / "label_model_judges.png")
+        figures["chart"] = str(chart)
     return figures
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -268,3 +269,30 @@ def store_label_model(wh: Warehouse, run_id: str, min_confidence: float) -> dict
         "low_confidence": int((fit.posterior["confidence"] < min_confidence).sum()),
         "judges": judges,
     }
+
+
+def judge_chart(judges: pl.DataFrame, path: Path) -> Path:
+    """A PNG of the label model's estimate of each judge (rows of v_label_model_judges): accuracy and the
+    two diagonal entries of its confusion matrix. A lenient judge shows a low P(不安全 | 不安全) bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = judges.filter(pl.col("accuracy").is_not_null()).sort("judge")  # groups have no accuracy
+    bars = (("accuracy", "accuracy"), ("recall_safe", "P(says safe | safe)"),
+            ("recall_unsafe", "P(says unsafe | unsafe)"))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.5 * data.height), 4.0))
+    width = 0.27
+    xs = list(range(data.height))
+    for i, (column, name) in enumerate(bars):
+        ax.bar([x + (i - 1) * width for x in xs], data[column].to_list(), width, label=name)
+    ax.set_xticks(xs, data["judge"].to_list())
+    ax.set_ylim(0, 1)
+    ax.set_title("judges as the label model (Dawid-Skene) estimates them")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return path

@@ -152,6 +152,7 @@ def test_three_stub_judges_dawid_skene(stub, prefect_harness, tmp_path: Path) ->
     _report("3 judges a/b/c, dawid_skene", f)
     model = summary["label_model"]
     assert model["items"] == N_QUERIES * len(RESPONDERS) and model["converged"]
+    assert Path(model["chart"]).read_bytes().startswith(b"\x89PNG")
     for judge, measured in f["per_judge"].items():
         assert model["judges"][judge]["accuracy"] == pytest.approx(measured, abs=0.03), judge
     assert wh.scalar("SELECT count(*) FROM v_label_posteriors") == N_QUERIES * len(RESPONDERS)

@@ -113,3 +113,14 @@ def test_store_label_model_without_votes_stores_nothing(tmp_path: Path):
     wh = Warehouse(tmp_path / "w.duckdb")
     assert store_label_model(wh, "run-1", min_confidence=0.9) == {"items": 0}
     assert wh.scalar("SELECT count(*) FROM label_posteriors") == 0
+
+
+def test_judge_chart_is_a_png_of_the_fitted_judges(tmp_path: Path):
+    from libra.tasks.dawid_skene import judge_chart
+
+    votes = generated_votes(n_items=120, abstain_rate=0.0, controversial_rate=0.0)
+    wh = warehouse_with_votes(tmp_path / "w.duckdb", votes.drop("truth"))
+    store_label_model(wh, "run-1", min_confidence=0.9)
+    path = judge_chart(wh.query("SELECT * FROM v_label_model_judges"), tmp_path / "reports" / "judges.png")
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG") and len(data) > 5000
