@@ -37,7 +37,7 @@ def _parse_lines(source: TextIO, out: TextIO) -> tuple[int, int]:
         verdict = parse_verdict(obj.get("text") if obj is not None else None)
         if "error" in record:
             bad += 1
-            record.update(label=None, category=None, analysis=None, how=None, prompt_label=None)
+            record.update(label=None, category=None, analysis=None, how=None, prompt_label=None, is_refusal=None)
         else:
             record.update(verdict.as_dict())
         out.write(json.dumps(record, ensure_ascii=False) + "\n")

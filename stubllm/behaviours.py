@@ -11,7 +11,8 @@ Models:
 * ``stub-resp-a/b/c`` answer queries, refusing harmful ones at 0.75 / 0.25 / 0.5;
 * ``stub-judge-a/b/c`` label (query, response) pairs with error 0.03 / 0.10 / 0.20 and malformed
   output 0.0 / 0.02 / 0.05 (``stub-judge-d/e``: error 0.10 / 0.15, never malformed); a judge prompt
-  that asks for ``问题判断`` also gets the query's own label; ``stub-guard`` is a judge that is always right;
+  that asks for ``问题判断`` also gets the query's own label, one that asks for ``是否拒绝`` whether the
+  response is a refusal (truth.is_refusal, flipped at the judge's error rate); ``stub-guard`` is a judge that is always right;
 * ``stub-echo*`` echoes the last user message.
 
 The ground truth all of them agree on is :mod:`libra.stubllm.truth`.
@@ -31,6 +32,7 @@ from libra.stubllm.truth import (
     UNSAFE,
     Label,
     is_benign_query,
+    is_refusal,
     true_label,
 )
 
@@ -652,12 +654,19 @@ def judge(model: str, text: str, salt: str) -> str:
     analysis = pick(_UNSAFE_ANALYSES if label == UNSAFE else _SAFE_ANALYSES, "analysis", *key)
     if unit("malformed", *key) < malformed_rate:
         return _malformed(label, category, analysis, key)
-    if "问题判断" in _ANY_FRAME_RE.sub("", text):  # the prompt also asks whether the query is harmful
+    outside = _ANY_FRAME_RE.sub("", text)
+    verdict: dict[str, str] = {"答案": label}
+    if "问题判断" in outside:  # the prompt also asks whether the query is harmful
         harmful = not is_benign_query(query)
         if unit("flip-prompt", *key) < error_rate:
             harmful = not harmful
-        return _dumps({"答案": label, "问题判断": UNSAFE if harmful else SAFE, "类别": category, "分析": analysis})
-    return _dumps({"答案": label, "类别": category, "分析": analysis})
+        verdict["问题判断"] = UNSAFE if harmful else SAFE
+    if "是否拒绝" in outside:  # ... and whether the response is a refusal (its own flips, same rate)
+        refused = is_refusal(response)
+        if unit("flip-refusal", *key) < error_rate:
+            refused = not refused
+        verdict["是否拒绝"] = "是" if refused else "否"
+    return _dumps({**verdict, "类别": category, "分析": analysis})
 
 
 # ---------------------------------------------------------------------------------------------

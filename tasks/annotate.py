@@ -1,7 +1,8 @@
 """Step 6 and 9: every judge labels every response; hard samples go to the adjudicator.
 
 The judge prompt (prompts/judge.txt) carries the taxonomy, optional numbered rules (ShieldLM style,
-from a file) and the output contract `{"答案", "类别", "分析"}`, label first; judges can also be asked
+from a file) and the output contract `{"答案", "是否拒绝", "类别", "分析"}`, label first (是否拒绝: is the response a
+refusal, WildGuard's third task; optional, stored on the vote as is_refusal); judges can also be asked
 for a prompt-level label (was the query itself harmful?), stored apart in `prompt_labels`. Where an
 endpoint supports constrained output (`structured_output: vllm | json_schema`) the request carries
 the verdict JSON schema; the answer is parsed leniently either way (tasks/verdicts.py).
@@ -25,6 +26,7 @@ VOTE_SCHEMA = {
     "vote_id": pl.String, "response_id": pl.String, "judge": pl.String, "model": pl.String, "label": pl.String,
     "category": pl.String, "analysis": pl.String, "raw_text": pl.String, "status": pl.String,
     "error": pl.String, "prompt_version": pl.String, "call_key": pl.String, "run_id": pl.String,
+    "is_refusal": pl.Boolean,
 }
 PROMPT_LABEL_SCHEMA = {
     "vote_id": pl.String, "query_id": pl.String, "response_id": pl.String, "judge": pl.String,
@@ -51,6 +53,7 @@ def verdict_schema(scenarios: list[str], with_prompt_label: bool) -> dict[str, A
     properties: dict[str, Any] = {"答案": labels}
     if with_prompt_label:
         properties["问题判断"] = labels
+    properties["是否拒绝"] = {"type": "string", "enum": ["是", "否"]}  # is the response a refusal?
     properties["类别"] = {"type": "string", "enum": [*scenarios, NO_CATEGORY]}
     properties["分析"] = {"type": "string"}
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
@@ -137,6 +140,7 @@ def vote_rows(pending: pl.DataFrame, results: list[LLMResult], run_id: str) -> p
             "status": "failed" if verdict is None else ("ok" if verdict.label else "abstain"),
             "error": res.error if verdict is None else (None if verdict.label else f"unparseable ({verdict.how})"),
             "prompt_version": res.request.template_version, "call_key": res.call_key, "run_id": run_id,
+            "is_refusal": verdict.is_refusal if verdict else None,
         })
     return pl.DataFrame(rows, schema=VOTE_SCHEMA)
 

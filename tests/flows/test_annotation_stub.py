@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from libra.stubllm import behaviours
-from libra.stubllm.truth import BENIGN_MARKERS, is_benign_query, true_label
+from libra.stubllm.truth import BENIGN_MARKERS, is_benign_query, is_refusal, true_label
 from libra.warehouse import Warehouse
 from tests.conftest import small_config
 
@@ -171,3 +171,9 @@ def test_three_stub_judges_dawid_skene(stub, prefect_harness, tmp_path: Path) ->
                                  .otherwise(pl.lit("安全")).alias("l"))["l"]
     assert (settled["final_label"] == settled["truth"]).sum() >= (by_majority == settled["truth"]).sum()
     assert f["final_accuracy"] >= 0.97
+    # the judges also said whether each response is a refusal; their majority is in v_dataset
+    refusals = wh.query("SELECT r.response_id, r.text, d.is_refusal FROM v_dataset d JOIN responses r USING (response_id)")
+    assert refusals["is_refusal"].null_count() < 0.03 * refusals.height  # ties after a malformed answer
+    said = refusals.drop_nulls("is_refusal")
+    right = sum(s == is_refusal(text) for s, text in zip(said["is_refusal"], said["text"], strict=True))
+    assert right / said.height > 0.95  # a majority of judges erring at 0.03 / 0.10 / 0.20, as for the label

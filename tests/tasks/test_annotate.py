@@ -116,7 +116,8 @@ def test_structured_output_per_endpoint(mode: str, key: str) -> None:
     assert plain.extra_body is None
     body = json.loads(constrained.extra_body)
     schema = body["structured_outputs"]["json"] if mode == "vllm" else body["response_format"]["json_schema"]["schema"]
-    assert list(schema["properties"]) == ["答案", "问题判断", "类别", "分析"]
+    assert list(schema["properties"]) == ["答案", "问题判断", "是否拒绝", "类别", "分析"]
+    assert schema["properties"]["是否拒绝"]["enum"] == ["是", "否"]
     assert schema["properties"]["答案"]["enum"] == ["安全", "不安全"]
     assert "违法犯罪" in schema["properties"]["类别"]["enum"] and "无" in schema["properties"]["类别"]["enum"]
     assert key in body
@@ -134,7 +135,8 @@ def test_vote_rows_statuses_and_prompt_labels() -> None:
     })
     requests = annotate.judge_requests(pending, setup)
     results = [
-        _result(requests[0], '{"答案": "不安全", "问题判断": "不安全", "类别": "违法犯罪", "分析": "给出了步骤，照做即可。"}'),
+        _result(requests[0], '{"答案": "不安全", "问题判断": "不安全", "是否拒绝": "否", "类别": "违法犯罪", '
+                             '"分析": "给出了步骤，照做即可。"}'),
         _result(requests[1], "我需要更多上下文。"),
         _result(requests[2], None, "HTTP 500: boom"),
     ]
@@ -144,6 +146,7 @@ def test_vote_rows_statuses_and_prompt_labels() -> None:
     assert votes["analysis"][0] == "给出了步骤，照做即可。"
     assert votes["error"].to_list() == [None, "unparseable (unparseable)", "HTTP 500: boom"]
     assert votes["raw_text"][1] == "我需要更多上下文。"
+    assert votes["is_refusal"].to_list() == [False, None, None]  # not said or no answer: NULL
     assert votes["prompt_version"][0].endswith("+prompt_label")
     prompts = annotate.prompt_label_rows(pending, results, "run-1")
     assert prompts["label"].to_list() == ["不安全", None]  # the failed call has no row: it is retried

@@ -124,3 +124,16 @@ def test_judge_chart_is_a_png_of_the_fitted_judges(tmp_path: Path):
     path = judge_chart(wh.query("SELECT * FROM v_label_model_judges"), tmp_path / "reports" / "judges.png")
     data = path.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 5000
+
+
+def test_v_dataset_carries_the_judges_majority_on_refusal(tmp_path: Path):
+    wh = warehouse_with_votes(tmp_path / "w.duckdb", _votes({
+        "r-refused": ["安全", "安全", "安全"], "r-complied": ["不安全", "不安全", "不安全"],
+        "r-tie": ["安全", "安全", "安全"], "r-unsaid": ["安全", "安全", "安全"]}))
+    said = {("r-refused", "judge-a"): True, ("r-refused", "judge-b"): True, ("r-refused", "judge-c"): False,
+            ("r-complied", "judge-a"): False, ("r-tie", "judge-a"): True, ("r-tie", "judge-b"): False}
+    for (rid, judge), value in said.items():
+        wh.execute("UPDATE votes SET is_refusal = ? WHERE response_id = ? AND judge = ?", [value, rid, judge])
+    wh.execute("UPDATE votes SET status = 'failed' WHERE response_id = 'r-complied' AND judge = 'judge-b'")
+    got = dict(wh.query("SELECT response_id, is_refusal FROM v_dataset").iter_rows())
+    assert got == {"r-refused": True, "r-complied": False, "r-tie": None, "r-unsaid": None}

@@ -1,16 +1,30 @@
--- v_dataset: one row per labelled response, with everything a split or an export needs.
+-- _vote_refusals: the judges' majority on whether the response is a refusal (votes.is_refusal, WildGuard's
+-- third task); NULL when no judge said or they tie.
+CREATE OR REPLACE VIEW _vote_refusals AS
+SELECT response_id,
+       CASE WHEN count(*) FILTER (WHERE is_refusal) > count(*) FILTER (WHERE NOT is_refusal) THEN true
+            WHEN count(*) FILTER (WHERE NOT is_refusal) > count(*) FILTER (WHERE is_refusal) THEN false
+       END AS is_refusal
+FROM votes
+WHERE status <> 'failed' AND is_refusal IS NOT NULL
+GROUP BY response_id;
+
+-- v_dataset: one row per labelled response, with everything a split or an export needs; is_refusal is
+-- the judges' majority on whether the response refuses (NULL: no judge said, or a tie).
 CREATE OR REPLACE VIEW v_dataset AS
 SELECT
     r.response_id, r.query_id, q.text AS query, r.text AS response, r.responder, r.model AS responder_model,
     q.scenario, q.subcategory, q.task_type, q.source, q.method, q.intended_label,
     f.final_label, f.label_source, f.vote_status, f.hard_reason, f.margin,
     s.split,
-    d.cluster_id AS dedup_cluster
+    d.cluster_id AS dedup_cluster,
+    rf.is_refusal
 FROM responses r
 JOIN queries q USING (query_id)
 JOIN v_final_labels f USING (response_id)
 LEFT JOIN splits s USING (query_id)
 LEFT JOIN dedup d USING (query_id)
+LEFT JOIN _vote_refusals rf USING (response_id)
 WHERE r.status = 'ok';
 
 -- v_stage_counts: what `libra status` prints first; one row per stage of the factory, from the
