@@ -91,7 +91,8 @@ def test_session_refuses_bad_writes(wh: Warehouse, args: tuple, message: str) ->
 
 def test_item_shows_a_posterior_when_the_warehouse_has_one(wh: Warehouse) -> None:
     assert review_item(wh, "r-split", "a", 1)["p_unsafe"] is None
-    wh.execute("CREATE VIEW v_label_posteriors AS SELECT 'r-split' AS response_id, 0.8125 AS p_unsafe")
+    wh.insert("label_posteriors", pl.DataFrame([{"response_id": "r-split", "p_unsafe": 0.8125,
+                                                 "method": "dawid_skene", "run_id": "fit"}]))
     assert review_item(wh, "r-split", "a", 1)["p_unsafe"] == 0.8125
     with pytest.raises(ReviewError, match="unknown item"):
         review_item(wh, "r-nope", "a", 1)
