@@ -27,7 +27,8 @@ DEFAULT_POOL = "libra-process"
 OWN_PARAMETERS = ("config", "warehouse", "parent_run_id")
 # Flow options that name files: relative values are made absolute at deploy time, because the worker
 # runs the flow in another folder.
-PATH_OPTIONS = ("files", "input", "spec", "benchmark", "base_model", "output_dir", "export")
+# (output_dir is not one: relative, it means beside the warehouse, which the flow resolves itself.)
+PATH_OPTIONS = ("files", "input", "spec", "benchmark", "base_model")
 # Environment variables that look like secrets are never written into a deployment (Prefect's
 # database holds job variables in the clear), even when a config refers to them.
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
@@ -117,7 +118,7 @@ def parse_sets(values: list[str], specs: list[DeploymentSpec]) -> dict[str, dict
 
 
 def _absolute(key: str, value: Any, base: Path) -> Any:
-    if key not in PATH_OPTIONS or not isinstance(value, str) or key == "export" and value == "latest":
+    if key not in PATH_OPTIONS or not isinstance(value, str):
         return value
     parts = []
     for part in value.split(","):
@@ -200,6 +201,10 @@ class Plan:
     env: dict[str, str]
     secrets: list[str]
     deployments: list[tuple[DeploymentSpec, dict[str, Any]]]
+
+    def pool_for(self, spec: DeploymentSpec) -> str:
+        """--pool, else the deployment's work_pool in the file, else libra-process."""
+        return self.pool or spec.work_pool or DEFAULT_POOL
 
     def rows(self) -> list[dict[str, str]]:
         return [{"deployment": s.name, "flow": s.load_flow().name,
@@ -284,7 +289,7 @@ def apply(p: Plan) -> list[str]:
     names = []
     for spec, params in p.deployments:
         flow = spec.load_flow()
-        pool = p.pool or spec.work_pool or DEFAULT_POOL
+        pool = p.pool_for(spec)
         schedules = [prefect_schedule(s) for s in spec.schedules]
         deployment = flow.to_deployment(
             name=spec.name, schedules=schedules, parameters=params, description=spec.description,
@@ -312,5 +317,5 @@ def prefect_schedule(schedule: dict[str, Any]) -> Any:
 
 
 def pools_of(p: Plan) -> list[str]:
-    return sorted({p.pool or s.work_pool or DEFAULT_POOL for s, _ in p.deployments})
+    return sorted({p.pool_for(s) for s, _ in p.deployments})
 
