@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from libra.tasks.dedup import DedupParams, dedup_stream, normalize_for_dedup
+from libra.tasks.dedup.near import DedupParams, dedup_stream, normalize_for_dedup
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "real"

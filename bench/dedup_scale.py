@@ -6,7 +6,7 @@ wrapper and most of the payload are near duplicates and the near pairs chain acr
 near each other. Size N is the first N texts of one seeded stream (a larger run holds the smaller one).
 
 Each size runs in a fresh process: the queries are inserted into a new warehouse file, then the dedup
-stage's own functions run as the flow runs them (tasks/dedup_store.py: backfill_signatures,
+stage's own functions run as the flow runs them (tasks/dedup/store.py: backfill_signatures,
 sketch_benchmarks, then dedup_pending over pending_pages), without Prefect. Printed per size: queries,
 kept, the largest cluster and the median similarity of its members to its kept text, the most similar
 kept pair (exact Jaccard over all kept pairs; the rule wants it below the threshold), seconds, and peak
@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from libra.tasks import dedup_store
-from libra.tasks.dedup import DedupParams, sketch_texts
+from libra.tasks.dedup import store
+from libra.tasks.dedup.near import DedupParams, sketch_texts
 from libra.warehouse import Warehouse
 
 WRAPPERS = [
@@ -108,9 +108,9 @@ def run_one(size: int, batch_size: int) -> dict:
         del texts
         base = _rss_mib()
         start = time.perf_counter()
-        dedup_store.backfill_signatures(wh, params, "bench")
-        dedup_store.sketch_benchmarks(wh, params, "bench")
-        pages = getattr(dedup_store, "pending_pages", None)
+        store.backfill_signatures(wh, params, "bench")
+        store.sketch_benchmarks(wh, params, "bench")
+        pages = getattr(store, "pending_pages", None)
         if pages is not None:
             batches = pages(wh, batch_size)
         else:  # the code before issue 16 (union-find clusters): everything pending in one frame
@@ -119,7 +119,7 @@ def run_one(size: int, batch_size: int) -> dict:
             pending = wh.query(sql_text("queries/pending_dedup.sql"))
             batches = (pending.slice(i, batch_size) for i in range(0, pending.height, batch_size))
         for batch in batches:
-            dedup_store.dedup_pending(wh, batch, params, "bench")
+            store.dedup_pending(wh, batch, params, "bench")
         seconds = time.perf_counter() - start
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         kept = wh.query("SELECT q.text FROM dedup d JOIN queries q USING (query_id) WHERE d.kept")["text"].to_list()

@@ -22,12 +22,12 @@ from pathlib import Path
 import openai
 import polars as pl
 
-from libra.tasks import respond
-from libra.tasks.calllog import WarehouseCallLog
-from libra.tasks.config import Endpoint, Sampling
-from libra.tasks.ids import query_id
-from libra.tasks.llm_pool import LLMPool
-from libra.tasks.servers import free_port, start_server
+from libra.tasks.annotation import respond
+from libra.tasks.core.config import Endpoint, Sampling
+from libra.tasks.core.ids import query_id
+from libra.tasks.llm.calllog import WarehouseCallLog
+from libra.tasks.llm.pool import LLMPool
+from libra.tasks.llm.servers import free_port, start_server
 from libra.warehouse import Warehouse, sql_text
 
 RESPONDERS = ("stub-resp-a", "stub-resp-b", "stub-resp-c")

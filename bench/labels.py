@@ -11,7 +11,7 @@ The votes are simulated here (no server, no warehouse): what is measured is the 
 world: the error (share of responses whose label differs from the truth) of the best single judge (an abstention counts as wrong), of the majority vote as the warehouse settles it (v_vote_summary: a
 response is hard on a tie, on abstentions, or when the margin |#safe - #unsafe| / #votes is below
 vote.min_margin = 0.6; its label is the majority's, a tie broken by a fair coin), and of Dawid–Skene
-(tasks/dawid_skene.py; hard when its posterior confidence is below --min-confidence), plain (no anchors,
+(tasks/annotation/dawid_skene.py; hard when its posterior confidence is below --min-confidence), plain (no anchors,
 judges independent) and as meant: anchored on 2% known labels, on which correlated judges are found
 (correlated_judges) and modelled as one judge; and for each rule how many of its wrong labels its
 hard pool holds, and the pool's size. Last line: `dawid_skene/majority error ratio (biased world): X.XX`.
@@ -28,10 +28,10 @@ import numpy as np
 import polars as pl
 
 from libra.stubllm.behaviours import JUDGE_RATES
-from libra.tasks.dawid_skene import correlated_judges, dawid_skene, judge_groups
+from libra.tasks.annotation.dawid_skene import correlated_judges, dawid_skene, judge_groups
 
 SAFE, UNSAFE = "安全", "不安全"
-MIN_MARGIN = 0.6  # tasks/config.py: Vote.min_margin default
+MIN_MARGIN = 0.6  # tasks/core/config.py: Vote.min_margin default
 P_UNSAFE = 0.4
 KNOWN_SHARE = 0.02  # responses whose label is known (human labels, adjudications): Dawid–Skene's anchors
 

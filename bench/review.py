@@ -24,7 +24,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from libra.tasks.servers import free_port, start_server  # noqa: E402
+from libra.tasks.llm.servers import free_port, start_server  # noqa: E402
 from tests.flows.test_review import WRITER  # noqa: E402
 from tests.tasks.annotation_data import generated_votes, warehouse_with_votes  # noqa: E402
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 from playwright.sync_api import sync_playwright
 
-from libra.tasks.servers import free_port, start_server
+from libra.tasks.llm.servers import free_port, start_server
 from libra.warehouse import Warehouse
 
 ROOT = Path(__file__).resolve().parents[1]

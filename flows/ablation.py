@@ -1,6 +1,6 @@
 """The ablation flow: the paper's claims checked on your data and base model.
 
-`libra run ablation --config C --grid FILE` trains and evaluates every cell of the grid (tasks/ablation.py
+`libra run ablation --config C --grid FILE` trains and evaluates every cell of the grid (tasks/training/ablation.py
 describes the file): per cell the export variant (critic, rules) of the stored splits, the training
 stages (curriculum, mixed, finetune-only) on the chosen fractions, and an offline vLLM evaluation of
 the final checkpoint on every benchmark. Cells already done are skipped, so a rerun resumes and, once
@@ -19,8 +19,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from libra.flows.common import stage_run
 from libra.flows.evaluation import evaluate_guard
-from libra.tasks import ablation, training, training_steps
-from libra.tasks import guard as guards
+from libra.tasks.evaluation import guard as guards
+from libra.tasks.training import ablation, batch_tasks, trainer
 from libra.warehouse import sql_text
 
 
@@ -40,7 +40,7 @@ def ablation_flow(config: str, warehouse: str | None = None, parent_run_id: str 
         summary.update(grid=g.name, cells=len(grid_cells), skipped=0, trained=0, benchmarks=benchmarks)
         out_root = Path(fx.cfg.training.output_dir)
         out_root = out_root if out_root.is_absolute() else wh.path.parent / out_root
-        exports: dict[tuple[str, str], training.ExportRef] = {}
+        exports: dict[tuple[str, str], trainer.ExportRef] = {}
         for cell in grid_cells:
             if cell["cell_id"] in done:
                 summary["skipped"] += 1
@@ -50,12 +50,12 @@ def ablation_flow(config: str, warehouse: str | None = None, parent_run_id: str 
             instruction = ablation.instruction_for(fx.cfg, c["rules"])
             variant = (c["critic"], c["rules"])
             if variant not in exports:
-                exports[variant] = training_steps.export_variant(fx, c["critic"], instruction)
+                exports[variant] = batch_tasks.export_variant(fx, c["critic"], instruction)
             export = exports[variant]
             t = ablation.cell_training(fx.cfg.training, g, cell)
             base, parent = cell["base_model"], None
-            for plan in training.stage_plans(t):
-                stage = training_steps.train_stage(fx, t, plan, base, parent, export, out_root)
+            for plan in trainer.stage_plans(t):
+                stage = batch_tasks.train_stage(fx, t, plan, base, parent, export, out_root)
                 base, parent = stage["output_path"], stage["training_run_id"]
             assert parent is not None
             guard = guards.resolve_guard(f"training:{parent}", fx.cfg, wh, ev.structured)

@@ -11,9 +11,9 @@ from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from libra.tasks.annotate import vote_settings
-from libra.tasks.config import FactoryConfig, load_config
-from libra.tasks.runs import Factory, finish_run, mark_interrupted_runs, start_run
+from libra.tasks.annotation.judge import vote_settings
+from libra.tasks.core.config import FactoryConfig, load_config
+from libra.tasks.core.runs import Factory, finish_run, mark_interrupted_runs, start_run
 from libra.warehouse import Warehouse
 
 

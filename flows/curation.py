@@ -7,8 +7,8 @@ import json
 from prefect import flow
 
 from libra.flows.common import merge, stage_run
-from libra.tasks import dedup_store
-from libra.tasks.dedup import DedupParams, tokenizer
+from libra.tasks.dedup import store
+from libra.tasks.dedup.near import DedupParams, tokenizer
 from libra.warehouse import sql_text
 
 
@@ -18,18 +18,18 @@ def dedup_flow(config: str, warehouse: str | None = None, parent_run_id: str | N
     stored, and record the queries that leak a registered benchmark question."""
     with stage_run("dedup", config, warehouse, parent_run_id) as (fx, summary):
         params = DedupParams.from_dict(fx.cfg.dedup.model_dump())
-        fx.warehouse.set_settings({dedup_store.PARAMS_SETTING: json.dumps(params.to_dict())})
+        fx.warehouse.set_settings({store.PARAMS_SETTING: json.dumps(params.to_dict())})
         summary["method"] = params.method
         with tokenizer(params) as tok:
             # texts decided under other parameters, and benchmarks not sketched under these, first:
             # new queries are compared with all of them, and new benchmark items with stored queries
-            merge(summary, dedup_store.backfill_signatures_task(fx, params, tok))
-            merge(summary, dedup_store.sketch_benchmarks_task(fx, params, tok))
+            merge(summary, store.backfill_signatures_task(fx, params, tok))
+            merge(summary, store.sketch_benchmarks_task(fx, params, tok))
             summary["pending"] = fx.warehouse.scalar(sql_text("queries/pending_dedup_count.sql"))
             # pages run in order: each is read and decided after the earlier ones are stored
-            for batch in dedup_store.pending_pages(fx.warehouse, fx.cfg.dedup.batch_size):
-                merge(summary, dedup_store.dedup_batch_task(fx, batch, params, tok))
-        summary["largest_clusters"] = dedup_store.largest_clusters(fx.warehouse)
+            for batch in store.pending_pages(fx.warehouse, fx.cfg.dedup.batch_size):
+                merge(summary, store.dedup_batch_task(fx, batch, params, tok))
+        summary["largest_clusters"] = store.largest_clusters(fx.warehouse)
     return summary
 
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from libra.tasks.config import FactoryConfig, load_config, referenced_env_vars, yaml_mapping
-from libra.tasks.errors import InputError
-from libra.tasks.overrides import with_overrides
+from libra.tasks.core.config import FactoryConfig, load_config, referenced_env_vars, yaml_mapping
+from libra.tasks.core.errors import InputError
+from libra.tasks.core.overrides import with_overrides
 
 DEFAULT_POOL = "libra-process"
 # Options every flow gets from `libra deploy` itself, never from prefect.yaml or --set.
@@ -163,7 +163,7 @@ def check_inputs(spec: DeploymentSpec, flow: Any, cfg: FactoryConfig, params: di
             elif not Path(params["input"]).exists():
                 problems.append(f"input {params['input']!r}: no such file")
         elif flow.name == "import":
-            from libra.tasks.imports import load_import_spec
+            from libra.tasks.data.imports import load_import_spec
 
             load_import_spec(str(params["spec"]))
     except InputError as e:

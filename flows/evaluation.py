@@ -18,13 +18,14 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from libra.flows.common import merge, stage_run
-from libra.tasks import guard as guards
-from libra.tasks import metrics, training_steps
-from libra.tasks.config import ConfigError, Evaluation
-from libra.tasks.guard_prompt import GuardInstruction
-from libra.tasks.overrides import with_overrides
-from libra.tasks.runs import Factory
-from libra.tasks.steps import batches
+from libra.tasks.annotation.batch_tasks import batches
+from libra.tasks.core.config import ConfigError, Evaluation
+from libra.tasks.core.overrides import with_overrides
+from libra.tasks.core.runs import Factory
+from libra.tasks.evaluation import guard as guards
+from libra.tasks.evaluation import metrics
+from libra.tasks.training import batch_tasks
+from libra.tasks.training.guard_prompt import GuardInstruction
 from libra.warehouse import Warehouse
 
 
@@ -55,12 +56,12 @@ def evaluate_guard(fx: Factory, g: guards.Guard, benchmark: str, ev: Evaluation,
         done["warning"] = warning
     if items.height and g.kind == "checkpoint":
         workdir = wh.path.parent / "eval-work" / fx.run_id / g.guard_id.replace(":", "-")
-        merge(done, training_steps.guard_offline(fx, g, benchmark, items, ev, instruction, workdir))
+        merge(done, batch_tasks.guard_offline(fx, g, benchmark, items, ev, instruction, workdir))
     elif items.height:
         assert g.endpoint is not None
         with guards.managed_endpoints([g.endpoint], fx.cfg, wh.path.parent / "logs"):
             for batch in batches(items, fx.cfg.sizes.batch_size):
-                merge(done, training_steps.guard_endpoint_batch(fx, g, benchmark, batch, ev, instruction))
+                merge(done, batch_tasks.guard_endpoint_batch(fx, g, benchmark, batch, ev, instruction))
     return done
 
 

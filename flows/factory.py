@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from prefect import flow
 
-from libra.flows import ablation, curation, datasets, evaluation, labelling, synthesis, training
+from libra.flows import ablation, curation, evaluation, importing, labelling, synthesis, training
 from libra.flows.common import stage_run
 
 # The stage-1 factory, in order. Later stages read what earlier ones stored, nothing else.
 STAGES = ("elements", "synthesize", "augment", "dedup", "respond", "annotate", "split")
 
 # Every flow `libra run <name>` can start: the stages and whatever the other flow modules offer.
-STAGE_FLOWS = {**synthesis.FLOWS, **curation.FLOWS, **labelling.FLOWS, **datasets.FLOWS, **training.FLOWS,
+STAGE_FLOWS = {**synthesis.FLOWS, **curation.FLOWS, **labelling.FLOWS, **importing.FLOWS, **training.FLOWS,
                **evaluation.FLOWS, **ablation.FLOWS}
 
 

@@ -1,4 +1,4 @@
-"""The review page of `libra review`: a small Starlette app over tasks/review.py.
+"""The review page of `libra review`: a small Starlette app over tasks/annotation/review.py.
 
 Safety, because the texts shown are attacker-written (responses) and the page can write labels:
 - It binds 127.0.0.1 unless told otherwise. On a loopback bind every request must name a loopback
@@ -29,7 +29,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from libra.tasks.review import (
+from libra.tasks.annotation.review import (
     ReviewError,
     ReviewFilter,
     ReviewSession,

@@ -11,15 +11,14 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from libra.flows.common import merge, stage_run
-from libra.tasks import elements, synthesize, translate
-from libra.tasks.config import load_config
-from libra.tasks.coverage import coverage_report
-from libra.tasks.generation import attempts_by_cell
-from libra.tasks.imports import load_import_spec
-from libra.tasks.prompts import load_taxonomy
-from libra.tasks.runs import Factory
-from libra.tasks.steps import batches
-from libra.tasks.synthesis_steps import (
+from libra.tasks.annotation.batch_tasks import batches
+from libra.tasks.core.config import load_config
+from libra.tasks.core.prompts import load_taxonomy
+from libra.tasks.core.runs import Factory
+from libra.tasks.data.imports import load_import_spec
+from libra.tasks.reports.coverage import coverage_report
+from libra.tasks.synthesis import elements, synthesize, translate
+from libra.tasks.synthesis.batch_tasks import (
     augment_batch,
     elements_batch,
     existing_ids,
@@ -27,6 +26,7 @@ from libra.tasks.synthesis_steps import (
     synthesize_batch,
     translate_batch,
 )
+from libra.tasks.synthesis.generation_calls import attempts_by_cell
 from libra.warehouse import sql_text
 
 LIBRARY_SQL = "SELECT element_id, scenario, subcategory, kind, text FROM elements ORDER BY element_id"

@@ -16,9 +16,9 @@ from pathlib import Path
 from prefect import flow
 
 from libra.flows.common import stage_run
-from libra.tasks import training, training_steps
-from libra.tasks.config import ConfigError
-from libra.tasks.overrides import with_overrides
+from libra.tasks.core.config import ConfigError
+from libra.tasks.core.overrides import with_overrides
+from libra.tasks.training import batch_tasks, trainer
 
 
 @flow(name="train", log_prints=True)
@@ -37,13 +37,13 @@ def train_flow(
     with stage_run("train", config, warehouse, parent_run_id) as (fx, summary):
         t = with_overrides(fx.cfg.training, overrides, list_keys=("stages",))
         if not t.base_model:
-            raise ConfigError("no base model: set training.base_model in the config or pass --base-model DIR")
-        export = training.resolve_export(fx.warehouse, fx.cfg, t.export)
+            raise ConfigError("no base model: set trainer.base_model in the config or pass --base-model DIR")
+        export = trainer.resolve_export(fx.warehouse, fx.cfg, t.export)
         out_root = Path(t.output_dir) if Path(t.output_dir).is_absolute() else fx.warehouse.path.parent / t.output_dir
         summary.update(export=export.export_id, stages=[])
         base, parent = t.base_model, None
-        for plan in training.stage_plans(t):
-            stage = training_steps.train_stage(fx, t, plan, base, parent, export, out_root)
+        for plan in trainer.stage_plans(t):
+            stage = batch_tasks.train_stage(fx, t, plan, base, parent, export, out_root)
             summary["stages"].append(stage)
             print(f"stage {plan.name}: {stage}")
             base, parent = stage["output_path"], stage["training_run_id"]

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from libra.tasks.servers import ServerProcess, free_port, start_server
+from libra.tasks.llm.servers import ServerProcess, free_port, start_server
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # Prefect state of this test session (and of every `libra` process it starts) in a folder of its own:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from libra.tasks.verdicts import parse_verdict
+from libra.tasks.annotation.verdicts import parse_verdict
 from libra.warehouse import Warehouse
 from tests.conftest import small_config
 
@@ -103,9 +103,9 @@ def test_the_report_has_one_row_per_cell(grid_run) -> None:
 
 
 def test_exported_critic_targets_parse_back_to_the_stored_label(grid_run) -> None:
-    from libra.tasks import splits
-    from libra.tasks.config import Split
-    from libra.tasks.guard_prompt import GuardInstruction
+    from libra.tasks.core.config import Split
+    from libra.tasks.data import splits
+    from libra.tasks.training.guard_prompt import GuardInstruction
 
     wh = grid_run["wh"]
     for critic in ("rear", "front", "none"):

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from libra.flows.cli import app
+from libra.flows.cli.main import app
 from libra.warehouse import Warehouse
 from tests.tasks.annotation_data import warehouse_with_votes
 

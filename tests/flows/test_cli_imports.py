@@ -13,7 +13,7 @@ HEAVY = ("openai", "prefect", "torch", "transformers", "vllm", "ray", "matplotli
 
 
 def test_importing_the_cli_loads_no_heavy_package() -> None:
-    code = ("import json, sys, libra.flows.cli; "
+    code = ("import json, sys, libra.flows.cli.main; "
             f"print(json.dumps(sorted(m for m in {list(HEAVY)!r} if m in sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert json.loads(out.stdout) == []

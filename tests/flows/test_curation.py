@@ -9,9 +9,9 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from libra.flows.cli import app
-from libra.tasks.config import load_config
-from libra.tasks.dedup import DedupParams, sketch_texts
+from libra.flows.cli.main import app
+from libra.tasks.core.config import load_config
+from libra.tasks.dedup.near import DedupParams, sketch_texts
 from libra.warehouse import Warehouse
 from tests.conftest import SHARED_DATA, small_config
 from tests.tasks.test_dedup import BASE

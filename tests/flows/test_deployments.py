@@ -23,7 +23,7 @@ import yaml
 
 from libra.flows import deployments
 from libra.flows.factory import STAGE_FLOWS
-from libra.tasks.servers import free_port, start_server
+from libra.tasks.llm.servers import free_port, start_server
 from tests.conftest import DEMO_CONFIG
 
 REPO = Path(__file__).resolve().parents[2]
@@ -111,7 +111,7 @@ def test_job_environment_captures_config_variables_but_never_secrets(tmp_path: P
     monkeypatch.setenv("LIBRA_STUB_URL", "http://10.0.0.5:9000")
     monkeypatch.setenv("SYNTH_API_KEY", "sk-secret")
     monkeypatch.delenv("TEAM_NAME", raising=False)
-    from libra.tasks.config import load_config
+    from libra.tasks.core.config import load_config
 
     env, secrets = deployments.job_environment(config, load_config(config), tmp_path / "w.duckdb")
     assert env["LIBRA_STUB_URL"] == "http://10.0.0.5:9000"

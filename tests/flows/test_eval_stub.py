@@ -13,12 +13,12 @@ import pytest
 import yaml
 
 from libra.stubllm.truth import BENIGN_MARKERS, REFUSAL_PHRASES
-from libra.tasks import metrics
-from libra.tasks.benchmarks import BenchmarkError
-from libra.tasks.config import ConfigError, load_config
-from libra.tasks.guard import GuardError, register_benchmark, resolve_guard
-from libra.tasks.prompts import load_rules
-from libra.tasks.servers import free_port
+from libra.tasks.core.config import ConfigError, load_config
+from libra.tasks.core.prompts import load_rules
+from libra.tasks.data.benchmarks import BenchmarkError
+from libra.tasks.evaluation import metrics
+from libra.tasks.evaluation.guard import GuardError, register_benchmark, resolve_guard
+from libra.tasks.llm.servers import free_port
 from libra.warehouse import Warehouse
 from tests.conftest import small_config
 
@@ -164,7 +164,7 @@ def test_managed_endpoint_must_listen_on_loopback(eval_setup):
 
 
 def test_training_and_eval_options_are_validated(eval_setup):
-    from libra.tasks.overrides import with_overrides
+    from libra.tasks.core.overrides import with_overrides
 
     cfg = load_config(eval_setup["config"])
     t = with_overrides(cfg.training, {"stages": "finetune", "learning_rate": "2e-5", "bf16": "auto"}, ("stages",))
@@ -205,8 +205,8 @@ def test_guard_prompt_rules_reach_the_guard_and_make_another_answer(eval_setup, 
 
 
 def test_a_trained_guard_asked_with_another_prompt_is_warned_about(eval_setup):
-    from libra.tasks.guard import Guard, prompt_mismatch
-    from libra.tasks.guard_prompt import GuardInstruction
+    from libra.tasks.evaluation.guard import Guard, prompt_mismatch
+    from libra.tasks.training.guard_prompt import GuardInstruction
 
     wh = Warehouse(eval_setup["warehouse"])
     trained_with = GuardInstruction(rules=("拒绝有害请求的回答是安全的",))

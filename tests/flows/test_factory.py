@@ -64,7 +64,7 @@ def test_every_stage_lands_in_the_warehouse(finished):
 def test_exports_are_chat_jsonl_with_rear_critic_targets(finished):
     import json
 
-    from libra.tasks.verdicts import parse_verdict
+    from libra.tasks.annotation.verdicts import parse_verdict
 
     _, wh, summary = finished
     files = wh.query("SELECT split, path, n_rows FROM exports WHERE format = 'chat-jsonl'")
@@ -112,7 +112,7 @@ def test_unreachable_endpoint_is_reported_and_the_run_completes(stub, prefect_ha
     import yaml
 
     from libra.flows.factory import factory_flow
-    from libra.tasks.servers import free_port
+    from libra.tasks.llm.servers import free_port
 
     config = small_config(stub.url, tmp_path, sizes={"queries_per_call": 2, "benign_ratio": 0.0,
                                                      "augment_fraction": 0.0})
@@ -139,7 +139,7 @@ def test_killed_run_resumes_to_the_same_counts_without_repaying_calls(stub, fini
     config = small_config(stub.url, tmp_path)
     path = tmp_path / "test.duckdb"
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    cmd = [sys.executable, "-m", "libra.flows.cli", "run", "factory", "--config", str(config)]
+    cmd = [sys.executable, "-m", "libra.flows.cli.main", "run", "factory", "--config", str(config)]
     log = tmp_path / "killed-run.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -180,7 +180,7 @@ def test_overlapping_runs_in_two_processes_neither_fail_nor_double_pay(stub, fin
         home = tmp_path / f"prefect-home-{i}"  # each process gets its own temporary Prefect server
         env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "libra.flows.cli", "run", "factory", "--config", str(config)],
+            [sys.executable, "-m", "libra.flows.cli.main", "run", "factory", "--config", str(config)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         ))
     outputs = [p.communicate(timeout=600)[0] for p in procs]

@@ -19,7 +19,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from libra.flows.review_app import ReviewSettings, create_app
-from libra.tasks.servers import ServerProcess, free_port, start_server
+from libra.tasks.llm.servers import ServerProcess, free_port, start_server
 from libra.warehouse import Warehouse
 from tests.tasks.annotation_data import warehouse_with_votes
 
@@ -233,7 +233,7 @@ def test_template_escapes_the_warehouse_name(tmp_path: Path) -> None:
 def test_cli_refuses_a_bad_annotator_or_a_short_token(wh: Warehouse) -> None:
     from typer.testing import CliRunner
 
-    from libra.flows.cli import app
+    from libra.flows.cli.main import app
 
     runner = CliRunner()
     bad = runner.invoke(app, ["review", "--warehouse", str(wh.path), "--annotator", "a b"])
@@ -247,7 +247,7 @@ def test_cli_refuses_a_bad_annotator_or_a_short_token(wh: Warehouse) -> None:
 def test_where_narrows_the_list_to_any_filter_of_v_dataset(wh: Warehouse) -> None:
     from typer.testing import CliRunner
 
-    from libra.flows.cli import app
+    from libra.flows.cli.main import app
 
     where = "response_id IN ('r-split', 'r-tie', 'r-safe') AND margin < 0.5"
     with _client(wh, where=where) as client:

@@ -6,8 +6,8 @@ import subprocess
 import polars as pl
 import pytest
 
-from libra.tasks.generation import GENERATION_CALL_COLUMNS
-from libra.tasks.synthesize import QUERY_COLUMNS
+from libra.tasks.synthesis.generation_calls import GENERATION_CALL_COLUMNS
+from libra.tasks.synthesis.synthesize import QUERY_COLUMNS
 from libra.warehouse import Warehouse
 from tests.conftest import small_config
 

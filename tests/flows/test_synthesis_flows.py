@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 import yaml
 
-from libra.tasks.prompts import load_template
+from libra.tasks.core.prompts import load_template
 from libra.warehouse import Warehouse
 from tests.conftest import small_config
 
@@ -158,7 +158,7 @@ def test_every_stored_row_names_its_template_version(stub, prefect_harness, tmp_
 
 def test_translate_keeps_english_beside_chinese_and_reruns_for_free(stub, prefect_harness, tmp_path):
     from libra.flows.synthesis import translate_flow
-    from libra.tasks.translate import TranslateInputError
+    from libra.tasks.synthesis.translate import TranslateInputError
 
     config = small_config(stub.url, tmp_path)
     source = tmp_path / "beaver.json"

@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 import yaml
 
-from libra.tasks.servers import free_port
+from libra.tasks.llm.servers import free_port
 from libra.warehouse import Warehouse
 from tests.conftest import SHARED_DATA, small_config
 
@@ -117,7 +117,7 @@ def test_both_stages_recorded_with_their_lineage(loop):
 def test_stage2_starts_from_the_stage1_weights(loop):
     from transformers import AutoModelForCausalLM
 
-    from libra.tasks.training import weights_fingerprint
+    from libra.tasks.training.trainer import weights_fingerprint
 
     stages = _stages(loop["wh"])
     s1, s2 = stages["pretrain"], stages["finetune"]

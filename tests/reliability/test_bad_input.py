@@ -13,7 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from libra.flows.cli import app
+from libra.flows.cli.main import app
 from libra.warehouse import Warehouse
 from tests.reliability.figures import record
 

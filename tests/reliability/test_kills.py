@@ -45,7 +45,7 @@ def test_kill_9_at_every_point_then_a_rerun_ends_equal_without_repaying_calls(ba
     base_wh, _ = baseline
     config = reliability_config(stub.url, tmp_path)
     path = tmp_path / "test.duckdb"
-    cmd = [sys.executable, "-m", "libra.flows.cli", "run", "factory", "--config", str(config)]
+    cmd = [sys.executable, "-m", "libra.flows.cli.main", "run", "factory", "--config", str(config)]
     killed = []
     for where, sql in KILL_POINTS:
         start = _count(path, sql)

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from libra.flows.cli import app
-from libra.tasks.servers import free_port
+from libra.flows.cli.main import app
+from libra.tasks.llm.servers import free_port
 from libra.warehouse import Warehouse
 from tests.reliability.conftest import (
     facts,

@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 import yaml
 
-from libra.tasks import ablation
-from libra.tasks.config import ConfigError, Training
-from libra.tasks.splits import critic_target
-from libra.tasks.verdicts import parse_verdict
+from libra.tasks.annotation.verdicts import parse_verdict
+from libra.tasks.core.config import ConfigError, Training
+from libra.tasks.data.splits import critic_target
+from libra.tasks.training import ablation
 
 
 def _grid(tmp: Path, **extra) -> Path:

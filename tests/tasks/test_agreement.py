@@ -1,4 +1,4 @@
-"""Agreement figures (tasks/agreement.py and the warehouse views) equal scikit-learn and statsmodels."""
+"""Agreement figures (tasks/reports/agreement.py and the warehouse views) equal scikit-learn and statsmodels."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sklearn.metrics import cohen_kappa_score, confusion_matrix
 from statsmodels.stats.inter_rater import aggregate_raters
 from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss_kappa
 
-from libra.tasks import agreement
+from libra.tasks.reports import agreement
 from tests.tasks.annotation_data import SCENARIOS, generated_votes, warehouse_with_votes
 
 SCOPES = (agreement.ALL, *SCENARIOS)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from libra.tasks.benchmarks import BenchmarkError, check_name, read_benchmark, register_benchmark
+from libra.tasks.data.benchmarks import BenchmarkError, check_name, read_benchmark, register_benchmark
 from libra.warehouse import Warehouse
 from tests.conftest import SHARED_DATA
 

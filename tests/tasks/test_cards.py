@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from libra.tasks import cards
+from libra.tasks.reports import cards
 from libra.warehouse import Warehouse
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

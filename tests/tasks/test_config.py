@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from libra.tasks.config import ConfigError, interpolate_env, load_config, parse_config
+from libra.tasks.core.config import ConfigError, interpolate_env, load_config, parse_config
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 

@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from libra.tasks.dawid_skene import correlated_judges, dawid_skene, judge_groups
+from libra.tasks.annotation.dawid_skene import correlated_judges, dawid_skene, judge_groups
 
 SAFE, UNSAFE = "安全", "不安全"
 

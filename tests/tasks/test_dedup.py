@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 from datasketch import MinHash
 
-from libra.tasks.dedup import (
+from libra.tasks.dedup.near import (
     DedupParams,
     MemoryIndex,
     Tokenizer,
@@ -64,7 +64,7 @@ def test_char_shingles_are_n_grams_and_short_texts_have_one_whole_shingle():
 
 
 def test_defaults_equal_the_config_section():
-    from libra.tasks.config import Dedup
+    from libra.tasks.core.config import Dedup
 
     assert DedupParams.from_dict(Dedup().model_dump()) == DedupParams()
 

@@ -6,9 +6,9 @@ from datetime import datetime, timedelta
 import polars as pl
 import pytest
 
-from libra.tasks.benchmarks import register_benchmark
-from libra.tasks.dedup import DedupParams, dedup_stream, sketch_texts
-from libra.tasks.dedup_store import (
+from libra.tasks.data.benchmarks import register_benchmark
+from libra.tasks.dedup.near import DedupParams, dedup_stream, sketch_texts
+from libra.tasks.dedup.store import (
     backfill_signatures,
     dedup_pending,
     largest_clusters,

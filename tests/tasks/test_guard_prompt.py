@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from libra.tasks.config import ConfigError, parse_config
-from libra.tasks.guard_prompt import GuardInstruction
-from libra.tasks.prompts import frame_nonce, prompt_path
+from libra.tasks.core.config import ConfigError, parse_config
+from libra.tasks.core.prompts import frame_nonce, prompt_path
+from libra.tasks.training.guard_prompt import GuardInstruction
 from tests.conftest import DEMO_CONFIG
 
 
@@ -46,7 +46,7 @@ def test_missing_or_empty_rules_file_names_the_key(tmp_path):
 def test_check_config_finds_a_missing_rules_file_before_any_run(tmp_path):
     import yaml
 
-    from libra.tasks.config import load_config
+    from libra.tasks.core.config import load_config
 
     data = yaml.safe_load(DEMO_CONFIG.read_text(encoding="utf-8"))
     data["guard_prompt"] = {"rules": "house-rules.txt"}

@@ -9,8 +9,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from libra.tasks.ids import query_id
-from libra.tasks.imports import (
+from libra.tasks.core.ids import query_id
+from libra.tasks.data.imports import (
     ImportFailure,
     ImportSpec,
     detect_encoding,

@@ -3,7 +3,7 @@ holds the stage lock, so the old one cannot be alive); other flows' runs are lef
 
 from __future__ import annotations
 
-from libra.tasks.runs import finish_run, mark_interrupted_runs, start_run
+from libra.tasks.core.runs import finish_run, mark_interrupted_runs, start_run
 from libra.warehouse import Warehouse
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from libra.tasks.jsonl import json_lines
+from libra.tasks.data.jsonl import json_lines
 
 
 def test_lines_are_numbered_as_in_the_file_and_errors_do_not_stop_reading():

@@ -11,8 +11,13 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from libra.flows.cli import app
-from libra.tasks.human_labels import LABEL_STUDIO_CONFIG, LABEL_STUDIO_TASKS, LabelSheetError, import_labels
+from libra.flows.cli.main import app
+from libra.tasks.annotation.human_labels import (
+    LABEL_STUDIO_CONFIG,
+    LABEL_STUDIO_TASKS,
+    LabelSheetError,
+    import_labels,
+)
 from libra.warehouse import Warehouse
 from tests.tasks.annotation_data import warehouse_with_votes
 

@@ -18,9 +18,9 @@ import httpx
 import openai
 import pytest
 
-from libra.tasks import llm_pool
-from libra.tasks.config import Endpoint
-from libra.tasks.llm_pool import LLMPool, LLMRequest, MemoryCallLog
+from libra.tasks.core.config import Endpoint
+from libra.tasks.llm import pool as llm_pool
+from libra.tasks.llm.pool import LLMPool, LLMRequest, MemoryCallLog
 
 
 class Scripted:

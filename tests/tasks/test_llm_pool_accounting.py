@@ -3,9 +3,9 @@ log (`llm_calls`: failures = failed rows, retries = attempts - 1), and fast-fail
 
 from __future__ import annotations
 
-from libra.tasks.config import Endpoint
-from libra.tasks.llm_pool import LLMPool, LLMRequest, MemoryCallLog
-from libra.tasks.servers import free_port
+from libra.tasks.core.config import Endpoint
+from libra.tasks.llm.pool import LLMPool, LLMRequest, MemoryCallLog
+from libra.tasks.llm.servers import free_port
 
 
 def test_a_down_endpoint_is_counted_alike_in_summary_and_call_log():

@@ -13,9 +13,9 @@ import json_repair
 import polars as pl
 import pytest
 
-from libra.tasks import metrics
-from libra.tasks.benchmarks import read_benchmark
-from libra.tasks.verdicts import parse_verdict
+from libra.tasks.annotation.verdicts import parse_verdict
+from libra.tasks.data.benchmarks import read_benchmark
+from libra.tasks.evaluation import metrics
 from libra.warehouse import Warehouse
 
 SOURCES = ["Real Data", "Synthetic Data", "Translated Data"]

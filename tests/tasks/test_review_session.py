@@ -1,4 +1,4 @@
-"""tasks/review.py: the review page's plain functions (item list, progress, label writes, undo)."""
+"""tasks/annotation/review.py: the review page's plain functions (item list, progress, label writes, undo)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from libra.tasks.review import (
+from libra.tasks.annotation.review import (
     ReviewError,
     ReviewFilter,
     ReviewSession,

@@ -6,11 +6,11 @@ import time
 
 import httpx
 
-from libra.tasks.servers import free_port, start_server
+from libra.tasks.llm.servers import free_port, start_server
 
 STARTER = """
 import sys, time
-from libra.tasks.servers import start_server, free_port
+from libra.tasks.llm.servers import start_server, free_port
 port = free_port()
 server = start_server([sys.executable, "-m", "libra.stubllm", "--port", str(port)], f"http://127.0.0.1:{port}")
 print(server.pid, flush=True)

@@ -8,11 +8,11 @@ import random
 import polars as pl
 import pytest
 
-from libra.tasks.benchmark_builder import difficulty, select_balanced
-from libra.tasks.config import Split
-from libra.tasks.guard_prompt import GuardInstruction
-from libra.tasks.prompts import read_rules
-from libra.tasks.splits import (
+from libra.tasks.annotation.verdicts import parse_verdict
+from libra.tasks.core.config import Split
+from libra.tasks.core.prompts import read_rules
+from libra.tasks.data.benchmark_builder import difficulty, select_balanced
+from libra.tasks.data.splits import (
     assign_splits,
     balance,
     chat_records,
@@ -20,7 +20,7 @@ from libra.tasks.splits import (
     sharegpt_records,
     stratification,
 )
-from libra.tasks.verdicts import parse_verdict
+from libra.tasks.training.guard_prompt import GuardInstruction
 
 SCENARIOS = ["违法犯罪", "偏见歧视", "隐私财产", "谣言错误", "辱骂仇恨", "伦理道德", "身心健康"]
 

@@ -6,12 +6,12 @@ import json
 import polars as pl
 import pytest
 
-from libra.tasks import elements, synthesize
-from libra.tasks.config import ConfigError, Sizes, load_config, parse_config
-from libra.tasks.generation import Attempts
-from libra.tasks.ids import query_id
-from libra.tasks.llm_pool import LLMResult
-from libra.tasks.prompts import load_taxonomy, load_template
+from libra.tasks.core.config import ConfigError, Sizes, load_config, parse_config
+from libra.tasks.core.ids import query_id
+from libra.tasks.core.prompts import load_taxonomy, load_template
+from libra.tasks.llm.pool import LLMResult
+from libra.tasks.synthesis import elements, synthesize
+from libra.tasks.synthesis.generation_calls import Attempts
 from tests.conftest import DEMO_CONFIG
 
 TAX = load_taxonomy()

@@ -7,7 +7,7 @@ from datetime import datetime
 import polars as pl
 import pytest
 
-from libra.tasks.config import Endpoint, Price
+from libra.tasks.core.config import Endpoint, Price
 from libra.warehouse import Warehouse
 
 PRICES = {"judge-a": (2.0, 8.0, "USD"), "judge-b": (1.0, 2.0, "CNY"), "responder": (0.5, 1.5, "USD")}
@@ -113,7 +113,7 @@ def test_cost_per_judge_vote_settled_label_and_training_example(wh):
 def test_libra_status_prints_the_cost_per_settled_label(wh):
     from typer.testing import CliRunner
 
-    from libra.flows.cli import app
+    from libra.flows.cli.main import app
 
     out = CliRunner().invoke(app, ["status", "--warehouse", str(wh.path)], catch_exceptions=False)
     assert out.exit_code == 0, out.output

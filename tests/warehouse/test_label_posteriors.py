@@ -1,5 +1,5 @@
 """vote.method dawid_skene in the vote views (warehouse/views/20_votes.sql) and the stored label model
-(tasks/dawid_skene.py: store_label_model)."""
+(tasks/annotation/dawid_skene.py: store_label_model)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from libra.tasks.dawid_skene import store_label_model
+from libra.tasks.annotation.dawid_skene import store_label_model
 from libra.warehouse import Warehouse
 from tests.tasks.annotation_data import generated_votes, warehouse_with_votes
 
@@ -116,7 +116,7 @@ def test_store_label_model_without_votes_stores_nothing(tmp_path: Path):
 
 
 def test_judge_chart_is_a_png_of_the_fitted_judges(tmp_path: Path):
-    from libra.tasks.dawid_skene import judge_chart
+    from libra.tasks.annotation.dawid_skene import judge_chart
 
     votes = generated_votes(n_items=120, abstain_rate=0.0, controversial_rate=0.0)
     wh = warehouse_with_votes(tmp_path / "w.duckdb", votes.drop("truth"))

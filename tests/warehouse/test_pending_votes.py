@@ -9,9 +9,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from libra.tasks import splits
-from libra.tasks.annotate import vote_settings
-from libra.tasks.config import FactoryConfig, load_config
+from libra.tasks.annotation.judge import vote_settings
+from libra.tasks.core.config import FactoryConfig, load_config
+from libra.tasks.data import splits
 from libra.warehouse import Warehouse, sql_text
 from tests.tasks.annotation_data import warehouse_with_votes
 

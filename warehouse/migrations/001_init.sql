@@ -1,5 +1,5 @@
 -- 001: the fact tables. Facts only: everything derived is a view (warehouse/views/).
--- IDs are content hashes (tasks/ids.py), so every insert is idempotent.
+-- IDs are content hashes (tasks/core/ids.py), so every insert is idempotent.
 
 CREATE TABLE runs (
     run_id              VARCHAR PRIMARY KEY,

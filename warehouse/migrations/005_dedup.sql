@@ -1,5 +1,5 @@
--- 005: what incremental dedup and benchmark decontamination keep between runs (tasks/dedup_store.py).
--- `method` names the shingling and MinHash/LSH parameters (tasks/dedup.py: DedupParams.method); rows of
+-- 005: what incremental dedup and benchmark decontamination keep between runs (tasks/dedup/store.py).
+-- `method` names the shingling and MinHash/LSH parameters (tasks/dedup/near.py: DedupParams.method); rows of
 -- another method are ignored, and a run under a new method sketches the stored texts again.
 
 -- LSH buckets of the stored queries: one row per band for one query per distinct normalised text (its

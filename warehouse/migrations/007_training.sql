@@ -1,7 +1,7 @@
 -- 007: training and evaluation facts.
 
 -- What a training stage started from and ended with. The fingerprints are hashes of the model
--- weights (tasks/training.py: weights_fingerprint): stage 2 of the curriculum must start from exactly
+-- weights (tasks/training/trainer.py: weights_fingerprint): stage 2 of the curriculum must start from exactly
 -- the weights stage 1 saved (init_fingerprint = the parent's final_fingerprint).
 ALTER TABLE training_runs ADD COLUMN status VARCHAR DEFAULT 'completed';  -- completed | failed
 ALTER TABLE training_runs ADD COLUMN error VARCHAR;
@@ -14,7 +14,7 @@ ALTER TABLE training_runs ADD COLUMN device VARCHAR;       -- cpu | cuda:<name>,
 
 -- How a prediction came about. A failed call (endpoint down, prompt too long) is stored with status
 -- 'failed' and no label: it counts as wrong in the metrics, and the next eval run retries it.
-ALTER TABLE predictions ADD COLUMN how VARCHAR;            -- the parser's route (tasks/verdicts.py)
+ALTER TABLE predictions ADD COLUMN how VARCHAR;            -- the parser's route (tasks/annotation/verdicts.py)
 ALTER TABLE predictions ADD COLUMN status VARCHAR DEFAULT 'ok';  -- ok | failed
 ALTER TABLE predictions ADD COLUMN error VARCHAR;
 ALTER TABLE predictions ADD COLUMN prompt_version VARCHAR;  -- prompt template + token budget (answer_version)

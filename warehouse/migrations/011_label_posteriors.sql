@@ -1,4 +1,4 @@
--- 011: labels better than a majority (issue 16 part 2, tasks/dawid_skene.py). With vote.method
+-- 011: labels better than a majority (issue 16 part 2, tasks/annotation/dawid_skene.py). With vote.method
 -- dawid_skene the annotate flow fits Dawid & Skene's EM over the stored votes and writes, replacing the
 -- previous fit: each response's posterior P(不安全), and each judge's estimated confusion matrix and
 -- accuracy. The vote views read label_posteriors only while settings 'vote.method' = 'dawid_skene'.

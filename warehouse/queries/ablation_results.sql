@@ -1,4 +1,4 @@
--- The figures of one grid's cells, for its report (tasks/ablation.py).
+-- The figures of one grid's cells, for its report (tasks/training/ablation.py).
 SELECT cell_id, coordinates, is_reference, guard, benchmark, source, n, accuracy, f1_unsafe, f1_safe,
        parse_failure_rate
 FROM v_ablation_results

@@ -1,4 +1,4 @@
--- Settled queries, assigned or not, with what the split assignment needs (tasks/splits.py).
+-- Settled queries, assigned or not, with what the split assignment needs (tasks/data/splits.py).
 -- Settled: every wanted response exists and succeeded, and every one has all its votes (none pending) and
 -- a settled label (agreed/majority, or hard with an adjudicated or human label, or hard when no
 -- adjudicator is configured). A query still waiting for a response or a vote is not a candidate: it is

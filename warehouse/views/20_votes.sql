@@ -10,7 +10,7 @@
 --   hard     anything else; hard_reason says why, first match of: all_abstained, single_vote, tie,
 --            disagreement (both labels voted, margin below min_margin), controversial_vote (a judge said
 --            有争议), abstentions, low_margin, low_confidence (below)
--- With settings 'vote.method' = 'dawid_skene' (tasks/dawid_skene.py; the annotate flow writes
+-- With settings 'vote.method' = 'dawid_skene' (tasks/annotation/dawid_skene.py; the annotate flow writes
 -- label_posteriors): an agreed or majority vote whose posterior confidence max(p, 1 - p) is below
 -- 'vote.min_confidence' is hard (low_confidence), and where the vote is not hard majority_label is the
 -- posterior's label (label_from_posterior true). p_unsafe is the posterior P(不安全), NULL otherwise.
@@ -196,7 +196,7 @@ WHERE f.final_label IS NOT NULL
 GROUP BY v.judge, v.model;
 
 -- v_label_posteriors: the Dawid-Skene posterior P(不安全) per response (the review page shows it), and
--- the label model's estimate of every judge (latest fit; see tasks/dawid_skene.py).
+-- the label model's estimate of every judge (latest fit; see tasks/annotation/dawid_skene.py).
 CREATE OR REPLACE VIEW v_label_posteriors AS
 SELECT response_id, p_unsafe, CASE WHEN p_unsafe > 0.5 THEN '不安全' ELSE '安全' END AS posterior_label,
        greatest(p_unsafe, 1 - p_unsafe) AS confidence, method, run_id, created_at

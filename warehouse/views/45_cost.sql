@@ -1,4 +1,4 @@
--- Cost of LLM calls from the endpoint prices in the config stored with each run (tasks/config.py:
+-- Cost of LLM calls from the endpoint prices in the config stored with each run (tasks/core/config.py:
 -- Endpoint.price, per 1M input and output tokens, with a currency). llm_calls holds the calls that went
 -- to the network, so a cached answer costs nothing. A call whose endpoint had no price in its run's config
 -- has cost NULL and currency NULL ("unpriced"): it is counted, never taken as free. Costs in different

@@ -1,6 +1,6 @@
 -- Judge agreement (how far the labels can be trusted) and prompt-level labels.
 -- Every agreement view has a `scenario` column: '(all)' is the whole warehouse, '(none)' queries
--- without a scenario. tasks/agreement.py computes the same figures in numpy for the run artifacts;
+-- without a scenario. tasks/reports/agreement.py computes the same figures in numpy for the run artifacts;
 -- tests check both against scikit-learn and statsmodels.
 
 -- _labelled_votes: every vote with its query's scenario; label NULL = abstention (failed, unreadable).

@@ -1,0 +1,41 @@
+"""Step 5: fan every kept query out to every responder (refusals and harmful completions both appear)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from libra.tasks.core.ids import response_id
+from libra.tasks.llm.pool import LLMRequest, LLMResult
+
+RESPONSE_SCHEMA = {
+    "response_id": pl.String, "query_id": pl.String, "responder": pl.String, "model": pl.String,
+    "sample_index": pl.Int32, "text": pl.String, "status": pl.String, "error": pl.String,
+    "call_key": pl.String, "run_id": pl.String,
+}
+
+
+def wanted_responses(responders: list[tuple[str, str]], samples: int) -> pl.DataFrame:
+    """The (responder, model, sample_index) grid each kept query should have a response for."""
+    rows = [(name, model, i) for name, model in responders for i in range(samples)]
+    return pl.DataFrame(rows, schema={"responder": pl.String, "model": pl.String, "sample_index": pl.Int32},
+                        orient="row")
+
+
+def respond_requests(pending: pl.DataFrame) -> list[LLMRequest]:
+    # The responder sees the query exactly as a user would send it: no system prompt, no framing.
+    return [
+        LLMRequest.chat(r["responder"], r["text"], sample_index=r["sample_index"])
+        for r in pending.iter_rows(named=True)
+    ]
+
+
+def response_rows(pending: pl.DataFrame, results: list[LLMResult], run_id: str) -> pl.DataFrame:
+    rows = []
+    for p, res in zip(pending.iter_rows(named=True), results, strict=True):
+        rows.append({
+            "response_id": response_id(p["query_id"], p["model"], p["sample_index"]),
+            "query_id": p["query_id"], "responder": p["responder"], "model": p["model"],
+            "sample_index": p["sample_index"], "text": res.text, "status": "ok" if res.ok else "failed",
+            "error": res.error, "call_key": res.call_key, "run_id": run_id,
+        })
+    return pl.DataFrame(rows, schema=RESPONSE_SCHEMA)

@@ -1,0 +1,427 @@
+"""One async pool over OpenAI-compatible endpoints: the only way the factory talks to an LLM.
+
+Per endpoint: a concurrency cap, a requests-per-minute bucket, a tokens-per-minute window, a timeout,
+retries with jittered exponential backoff that honours Retry-After, and a breaker that declares the
+endpoint down after N consecutive failed requests (its remaining requests fail fast; the run finishes
+with what the other endpoints produced). Before every call the cache is consulted: a call whose key
+(model, messages, sampling params, template version, sample index) already succeeded is never paid
+for twice. Every call that went to the network is written to the call log (`llm_calls`) in small
+batches while the pool runs, so a run killed halfway loses at most a few seconds of calls.
+
+Callers hand in a batch of `LLMRequest`s and get `LLMResult`s back in the same order; a Prefect task
+drives hundreds of requests through one `run()` call (one task per call would spend minutes on
+orchestration bookkeeping, see DESIGN.md §6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import openai
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from libra.tasks.core.config import Endpoint
+from libra.tasks.core.ids import content_hash
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    endpoint: str  # the endpoint's configured name
+    messages: tuple[tuple[str, str], ...]  # (role, content) pairs; a tuple so requests are hashable
+    template_version: str | None = None
+    sample_index: int = 0  # distinguishes repeated samples of one prompt (part of the cache key)
+    params: tuple[tuple[str, Any], ...] = ()  # overrides of the endpoint's sampling defaults
+    extra_body: str | None = None  # JSON, e.g. vLLM structured outputs; part of the cache key
+
+    @staticmethod
+    def chat(endpoint: str, messages: Sequence[dict[str, str]] | str, **kw: Any) -> LLMRequest:
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        params = kw.pop("params", None) or {}
+        extra_body = kw.pop("extra_body", None)
+        return LLMRequest(
+            endpoint=endpoint,
+            messages=tuple((m["role"], m["content"]) for m in messages),
+            params=tuple(sorted(params.items())),
+            # Key order is kept, not sorted: a JSON schema's property order is the order a constrained
+            # decoder writes the keys in (a verdict's label must come first). Callers build it stably.
+            extra_body=json.dumps(extra_body, ensure_ascii=False) if extra_body else None,
+            **kw,
+        )
+
+
+@dataclass
+class LLMResult:
+    request: LLMRequest
+    call_key: str
+    model: str
+    text: str | None = None
+    error: str | None = None
+    cached: bool = False
+    attempts: int = 0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_ms: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.text is not None
+
+
+class CallLog(Protocol):
+    """Where the pool looks up cached answers and records every network call (see warehouse_calllog)."""
+
+    def lookup(self, call_keys: list[str]) -> dict[str, str]: ...
+
+    def record(self, rows: list[dict[str, Any]]) -> None: ...
+
+
+class MemoryCallLog:
+    """An in-memory CallLog for tests and one-off use outside a warehouse."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def lookup(self, call_keys: list[str]) -> dict[str, str]:
+        wanted = set(call_keys)
+        return {r["call_key"]: r["response_text"] for r in self.rows if r["status"] == "ok" and r["call_key"] in wanted}
+
+    def record(self, rows: list[dict[str, Any]]) -> None:
+        self.rows.extend(rows)
+
+
+@dataclass
+class EndpointStats:
+    sent: int = 0
+    ok: int = 0
+    failed: int = 0
+    cached: int = 0
+    retries: int = 0
+    skipped: int = 0  # never sent: the endpoint was already down
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    down: bool = False
+    down_reason: str | None = None
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def as_row(self, name: str) -> dict[str, Any]:
+        return {
+            "endpoint": name, "sent": self.sent, "ok": self.ok, "failed": self.failed, "cached": self.cached,
+            "retries": self.retries, "skipped": self.skipped, "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens, "down": self.down, "down_reason": self.down_reason or "",
+        }
+
+
+class _RetryableError(Exception):
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class _Limiter:
+    """Requests-per-minute as a token bucket; tokens-per-minute as a sliding 60 s window."""
+
+    def __init__(self, rpm: float | None, tpm: float | None):
+        self.rpm, self.tpm = rpm, tpm
+        # The bucket holds one second's worth (at least one request): a minute's allowance sent at once
+        # would break a provider's per-minute limit in its first second.
+        self._capacity = max(rpm / 60.0, 1.0) if rpm else 0.0
+        self._allowance = self._capacity
+        self._last = time.monotonic()
+        self._tokens: deque[tuple[float, int]] = deque()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        if not self.rpm and not self.tpm:
+            return
+        async with self._lock:
+            if self.rpm:
+                rate = self.rpm / 60.0
+                while True:
+                    now = time.monotonic()
+                    self._allowance = min(self._capacity, self._allowance + (now - self._last) * rate)
+                    self._last = now
+                    if self._allowance >= 1.0:
+                        self._allowance -= 1.0
+                        break
+                    await asyncio.sleep((1.0 - self._allowance) / rate)
+            if self.tpm:
+                while True:
+                    now = time.monotonic()
+                    while self._tokens and now - self._tokens[0][0] > 60.0:
+                        self._tokens.popleft()
+                    if sum(n for _, n in self._tokens) < self.tpm:
+                        break
+                    await asyncio.sleep(max(0.05, 60.0 - (now - self._tokens[0][0])))
+
+    def used(self, tokens: int) -> None:
+        if self.tpm:
+            self._tokens.append((time.monotonic(), tokens))
+
+
+def _retry_after(err: openai.APIStatusError) -> float | None:
+    try:
+        value = err.response.headers.get("retry-after")
+        return float(value) if value is not None else None
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+class LLMPool:
+    """Drive batches of chat requests over the configured endpoints."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[Endpoint],
+        call_log: CallLog | None = None,
+        *,
+        run_id: str = "adhoc",
+        backoff_base_s: float = 0.25,
+        backoff_cap_s: float = 8.0,
+        flush_every: int = 200,
+        flush_interval_s: float = 2.0,
+        show_progress: bool = True,
+        rng: random.Random | None = None,
+    ):
+        self.endpoints = {e.name: e for e in endpoints}
+        self.call_log = call_log if call_log is not None else MemoryCallLog()
+        self.run_id = run_id
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self.flush_every = flush_every
+        self.flush_interval_s = flush_interval_s
+        self.show_progress = show_progress
+        self.rng = rng or random.Random()
+        self.stats: dict[str, EndpointStats] = {name: EndpointStats() for name in self.endpoints}
+        self._consecutive_failures: dict[str, int] = dict.fromkeys(self.endpoints, 0)
+
+    # -- keys ----------------------------------------------------------------------------------------
+
+    def effective_params(self, req: LLMRequest) -> dict[str, Any]:
+        ep = self.endpoints[req.endpoint]
+        params = ep.sampling.model_dump(exclude_none=True)
+        params.update(dict(req.params))
+        # A seeded endpoint gets a different seed per sample, so repeated samples really differ.
+        if params.get("seed") is not None:
+            params["seed"] = int(params["seed"]) + req.sample_index
+        return params
+
+    def call_key(self, req: LLMRequest) -> str:
+        ep = self.endpoints[req.endpoint]
+        return content_hash(
+            ep.model, req.messages, self.effective_params(req), req.extra_body, req.template_version,
+            req.sample_index, length=32,
+        )
+
+    # -- running -------------------------------------------------------------------------------------
+
+    def run(self, requests: Sequence[LLMRequest], desc: str = "llm calls") -> list[LLMResult]:
+        """Synchronous entry point (Prefect tasks are sync): runs the batch on a fresh event loop."""
+        return asyncio.run(self.arun(requests, desc))
+
+    async def arun(self, requests: Sequence[LLMRequest], desc: str = "llm calls") -> list[LLMResult]:
+        unknown = sorted({r.endpoint for r in requests} - set(self.endpoints))
+        if unknown:
+            raise KeyError(f"requests name unknown endpoints: {unknown}")
+        results = [
+            LLMResult(request=r, call_key=self.call_key(r), model=self.endpoints[r.endpoint].model)
+            for r in requests
+        ]
+        cached = await asyncio.to_thread(self.call_log.lookup, sorted({r.call_key for r in results}))
+        todo: dict[str, list[LLMResult]] = {}
+        for res in results:
+            if res.call_key in cached:
+                res.text, res.cached = cached[res.call_key], True
+                self.stats[res.request.endpoint].cached += 1
+            else:
+                # identical requests inside one batch are sent once and share the answer
+                todo.setdefault(res.call_key, []).append(res)
+        if not todo:
+            return results
+
+        clients = {
+            name: openai.AsyncOpenAI(
+                base_url=ep.base_url, api_key=ep.api_key(), max_retries=0, timeout=ep.timeout_s
+            )
+            for name, ep in self.endpoints.items()
+            if any(group[0].request.endpoint == name for group in todo.values())
+        }
+        semaphores = {name: asyncio.Semaphore(self.endpoints[name].max_concurrency) for name in clients}
+        limiters = {
+            name: _Limiter(self.endpoints[name].requests_per_minute, self.endpoints[name].tokens_per_minute)
+            for name in clients
+        }
+        pending_rows: list[dict[str, Any]] = []
+        flush_lock = asyncio.Lock()
+        last_flush = time.monotonic()
+
+        async def flush(force: bool = False) -> None:
+            nonlocal last_flush
+            if not pending_rows:
+                return
+            if not force and len(pending_rows) < self.flush_every and time.monotonic() - last_flush < self.flush_interval_s:
+                return
+            async with flush_lock:
+                rows = pending_rows[:]
+                del pending_rows[: len(rows)]
+                last_flush = time.monotonic()
+                if rows:
+                    await asyncio.to_thread(self.call_log.record, rows)
+
+        progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            disable=not self.show_progress, transient=False,
+        )
+        bar = progress.add_task(desc, total=len(todo))
+
+        async def one(group: list[LLMResult]) -> None:
+            head = group[0]
+            await self._call(head, clients, semaphores, limiters)
+            for other in group[1:]:
+                other.text, other.error, other.attempts = head.text, head.error, head.attempts
+                other.prompt_tokens, other.completion_tokens = head.prompt_tokens, head.completion_tokens
+                other.latency_ms = head.latency_ms
+            if head.attempts > 0:  # it went to the network: audit it (a fast-fail on a down endpoint did not)
+                pending_rows.append(self._log_row(head))
+            progress.advance(bar)
+            await flush()
+
+        try:
+            with progress:
+                await asyncio.gather(*(one(group) for group in todo.values()))
+        finally:
+            await flush(force=True)
+            for client in clients.values():
+                await client.close()
+        return results
+
+    async def _call(
+        self,
+        res: LLMResult,
+        clients: dict[str, openai.AsyncOpenAI],
+        semaphores: dict[str, asyncio.Semaphore],
+        limiters: dict[str, _Limiter],
+    ) -> None:
+        name = res.request.endpoint
+        ep = self.endpoints[name]
+        stats = self.stats[name]
+        params = self.effective_params(res.request)
+        messages = [{"role": role, "content": content} for role, content in res.request.messages]
+        extra_body = json.loads(res.request.extra_body) if res.request.extra_body else None
+        last_error = "not attempted"
+        for attempt in range(ep.max_retries + 1):
+            retry_after: float | None = None
+            async with semaphores[name]:
+                # checked once a slot is ours: requests queued behind the cap when the breaker trips
+                # are not sent
+                if stats.down:
+                    res.error = f"endpoint {name} is down: {stats.down_reason}"
+                    if res.attempts:  # it went out before the breaker tripped: a failed call, logged as one
+                        stats.failed += 1
+                    else:
+                        stats.skipped += 1
+                    return
+                if attempt:
+                    stats.retries += 1  # counted when re-sent, as llm_calls counts it (attempts - 1)
+                await limiters[name].acquire()
+                res.attempts = attempt + 1
+                stats.sent += 1
+                started = time.perf_counter()
+                try:
+                    resp = await clients[name].chat.completions.create(
+                        model=ep.model, messages=messages, extra_body=extra_body, **params  # type: ignore[arg-type]
+                    )
+                    text = resp.choices[0].message.content if resp.choices else None
+                    res.latency_ms = (time.perf_counter() - started) * 1000
+                    if text is None:
+                        raise _RetryableError("response had no message content")
+                    res.text = text
+                    if resp.usage is not None:
+                        res.prompt_tokens = resp.usage.prompt_tokens
+                        res.completion_tokens = resp.usage.completion_tokens
+                        stats.prompt_tokens += resp.usage.prompt_tokens or 0
+                        stats.completion_tokens += resp.usage.completion_tokens or 0
+                        limiters[name].used(resp.usage.total_tokens or 0)
+                    res.error = None
+                    stats.ok += 1
+                    self._consecutive_failures[name] = 0
+                    return
+                except (openai.RateLimitError, openai.InternalServerError) as e:
+                    last_error = f"HTTP {e.status_code}: {_short(e)}"
+                    retry_after = _retry_after(e)
+                except openai.APIStatusError as e:
+                    if e.status_code in (408, 409) or e.status_code >= 500:
+                        last_error = f"HTTP {e.status_code}: {_short(e)}"
+                        retry_after = _retry_after(e)
+                    else:  # 400/401/403/404/422: retrying cannot help
+                        last_error = f"HTTP {e.status_code}: {_short(e)}"
+                        self._count_error(stats, last_error)
+                        break
+                except openai.APITimeoutError:
+                    last_error = f"timeout after {ep.timeout_s:g}s"
+                except openai.APIConnectionError as e:
+                    last_error = f"connection error: {_short(e)}"
+                except _RetryableError as e:
+                    last_error = str(e)
+                except (openai.APIResponseValidationError, json.JSONDecodeError, ValueError) as e:
+                    last_error = f"malformed response body: {_short(e)}"
+                self._count_error(stats, last_error)
+                res.latency_ms = (time.perf_counter() - started) * 1000
+            if attempt < ep.max_retries:
+                await asyncio.sleep(self._backoff(attempt, retry_after))
+        res.error = last_error
+        stats.failed += 1
+        self._consecutive_failures[name] += 1
+        if self._consecutive_failures[name] >= ep.down_after_failures and not stats.down:
+            stats.down = True
+            stats.down_reason = (
+                f"{self._consecutive_failures[name]} consecutive requests failed; last error: {last_error}"
+            )
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        delay = min(self.backoff_cap_s, self.backoff_base_s * (2**attempt)) * self.rng.uniform(0.5, 1.5)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, 60.0))
+        return delay
+
+    @staticmethod
+    def _count_error(stats: EndpointStats, error: str) -> None:
+        kind = error.split(":", 1)[0]
+        stats.errors[kind] = stats.errors.get(kind, 0) + 1
+
+    def _log_row(self, res: LLMResult) -> dict[str, Any]:
+        req = res.request
+        ep = self.endpoints[req.endpoint]
+        request_json = {
+            "messages": [{"role": r, "content": c} for r, c in req.messages],
+            "params": self.effective_params(req),
+            "sample_index": req.sample_index,
+        }
+        if req.extra_body:
+            request_json["extra_body"] = json.loads(req.extra_body)
+        return {
+            "call_key": res.call_key, "run_id": self.run_id, "endpoint": req.endpoint, "model": ep.model,
+            "template_version": req.template_version,
+            "request": json.dumps(request_json, ensure_ascii=False),
+            "response_text": res.text, "status": "ok" if res.ok else "failed", "error": res.error,
+            "attempts": res.attempts, "prompt_tokens": res.prompt_tokens,
+            "completion_tokens": res.completion_tokens, "latency_ms": res.latency_ms,
+        }
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        return [s.as_row(name) for name, s in self.stats.items() if s.sent or s.cached or s.failed or s.skipped]
+
+    def down_endpoints(self) -> dict[str, str]:
+        return {name: s.down_reason or "" for name, s in self.stats.items() if s.down}
+
+
+def _short(err: Exception, limit: int = 200) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[:limit] + "…"
