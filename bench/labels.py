@@ -14,21 +14,41 @@ vote.min_margin = 0.6; its label is the majority's, a tie broken by a fair coin)
 (tasks/annotation/dawid_skene.py; hard when its posterior confidence is below --min-confidence), plain (no anchors,
 judges independent) and as meant: anchored on 2% known labels, on which correlated judges are found
 (correlated_judges) and modelled as one judge; and for each rule how many of its wrong labels its
-hard pool holds, and the pool's size. Last line: `dawid_skene/majority error ratio (biased world): X.XX`.
+hard pool holds, and the pool's size.
 
-    python bench/labels.py [--items 20000] [--seed 0] [--min-confidence 0.9]
+Then the same two worlds served (skip with --no-served): the stub LLM server's judges (stubllm/behaviours.py
+JUDGES: stub-judge-a/b/c, and the biased world's stub-judge-lenient/strict/twin-1/twin-2, whose blind spot is
+truth.in_blind_spot) label the demo factory's responses through the real flows (`libra run factory`, then
+`libra run annotate` once more so the label model is refitted anchored on the adjudications the first run
+made), with `vote.method: dawid_skene`; every settled response is scored against stubllm.truth.true_label of
+the texts the judges saw: the best single judge (an abstention counts as wrong), the majority of the stored
+votes (v_vote_summary's tallies, a tie by a fair coin) and the stored posterior (label_posteriors).
+Last line: `dawid_skene/majority error ratio (biased world): X.XX`, from the served biased world when it
+runs, else from the simulated one.
+
+    python bench/labels.py [--items 20000] [--seed 0] [--min-confidence 0.9] [--no-served] [--queries-scale 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
+import tempfile
 import time
+from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import polars as pl
+import yaml
 
-from libra.stubllm.behaviours import JUDGE_RATES
+from libra.stubllm.behaviours import JUDGES
+from libra.stubllm.truth import true_label
 from libra.tasks.annotation.dawid_skene import correlated_judges, dawid_skene, judge_groups
+from libra.tasks.llm.servers import free_port, start_server
+from libra.warehouse import Warehouse, sql_text
 
 SAFE, UNSAFE = "安全", "不安全"
 MIN_MARGIN = 0.6  # tasks/core/config.py: Vote.min_margin default
@@ -40,9 +60,9 @@ def stub_world(truth: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndar
     """judge -> labels (1 unsafe, 0 safe, -1 abstention) as today's stub judges answer."""
     out = {}
     for model in ("stub-judge-a", "stub-judge-b", "stub-judge-c"):
-        error, malformed = JUDGE_RATES[model]
-        said = truth ^ (rng.random(len(truth)) < error)
-        out[model] = np.where(rng.random(len(truth)) < malformed, -1, said.astype(int))
+        profile = JUDGES[model]
+        said = truth ^ (rng.random(len(truth)) < np.where(truth, profile.miss_unsafe, profile.flag_safe))
+        out[model] = np.where(rng.random(len(truth)) < profile.malformed, -1, said.astype(int))
     return out
 
 
@@ -126,11 +146,80 @@ def report(name: str, truth: np.ndarray, labels: dict[str, np.ndarray], min_conf
     return out
 
 
+SERVED_WORLDS = {
+    "stub": {"judge-a": "stub-judge-a", "judge-b": "stub-judge-b", "judge-c": "stub-judge-c"},
+    "biased": {"judge-lenient": "stub-judge-lenient", "judge-strict": "stub-judge-strict",
+               "judge-twin-1": "stub-judge-twin-1", "judge-twin-2": "stub-judge-twin-2"},
+}
+
+
+def served_config(judges: dict[str, str], min_confidence: float, scale: float, path: Path) -> Path:
+    """The demo config with these judge endpoints (name -> stub model) and vote.method dawid_skene."""
+    cfg = yaml.safe_load(resources.files("libra.configs").joinpath("demo.yaml").read_text(encoding="utf-8"))
+    template = next(e for e in cfg["endpoints"] if e["name"] == cfg["roles"]["judges"][0])
+    keep = {e["name"] for e in cfg["endpoints"]} - set(cfg["roles"]["judges"]) - set(judges) | {cfg["roles"]["adjudicator"]}
+    others = [e for e in cfg["endpoints"] if e["name"] in keep and e["name"] not in judges]
+    cfg["endpoints"] = others + [{**template, "name": name, "model": model} for name, model in judges.items()]
+    cfg["roles"]["judges"] = list(judges)
+    cfg["vote"] = {**cfg.get("vote", {}), "method": "dawid_skene", "min_confidence": min_confidence}
+    if scale != 1:
+        sizes = cfg["sizes"]
+        sizes["target_per_subcategory"] = max(1, round(sizes["target_per_subcategory"] * scale))
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def served_report(name: str, judges: dict[str, str], min_confidence: float, scale: float, workdir: Path,
+                  rng: np.random.Generator) -> dict[str, float]:
+    config = served_config(judges, min_confidence, scale, workdir / f"{name}.yaml")
+    warehouse = workdir / f"{name}.duckdb"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "LIBRA_STUB_URL": url}
+    start = time.perf_counter()
+    with start_server([sys.executable, "-m", "libra.stubllm", "--port", str(port), "--latency-ms", "2"], url,
+                      log_path=workdir / f"{name}-stub.log", timeout_s=60):
+        for stage in ("factory", "annotate"):  # the second annotate refits the label model on the adjudications
+            subprocess.run(["libra", "run", stage, "--config", str(config), "--warehouse", str(warehouse)],
+                           env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    wh = Warehouse(warehouse, create=False)
+    items = wh.query(sql_text("queries/label_truth_items.sql"))
+    votes = wh.query(sql_text("queries/label_model_votes.sql"))
+    truth = np.array([true_label(q, r) == UNSAFE for q, r in zip(items["query_text"], items["response_text"], strict=True)])
+    scored = ~items["anchored"].to_numpy()  # known labels are not scored: the label model was told them
+    t = truth[scored].astype(int)
+    index = {item: i for i, item in enumerate(items["item_id"].to_list())}
+    singles = {}
+    for model in votes["judge"].unique().sort().to_list():
+        said = np.full(len(items), -1)
+        mine = votes.filter(pl.col("judge") == model)
+        rows = np.array([index[i] for i in mine["item_id"].to_list()], dtype=int)
+        said[rows] = (mine["label"] == UNSAFE).to_numpy().astype(int)
+        singles[model] = float((said[scored] != t).mean())
+    best = min(singles, key=singles.__getitem__)
+    n_safe, n_unsafe = items["n_safe"].to_numpy(), items["n_unsafe"].to_numpy()
+    coin = (rng.random(len(items)) < 0.5).astype(int)
+    maj = np.where(n_unsafe > n_safe, 1, np.where(n_safe > n_unsafe, 0, coin))[scored]
+    p = items["p_unsafe"].to_numpy()
+    ds = np.where(np.isnan(p.astype(float)), -1, (p > 0.5).astype(int))[scored]
+    print(f"\nserved {name} world: {len(t)} settled responses scored ({int((~scored).sum())} more anchored by an "
+          f"adjudication), factory + annotate {seconds:.0f} s; judges " + ", ".join(f"{j} {e:.3f}" for j, e in singles.items()))
+    out = {"best": singles[best], "majority": float((maj != t).mean()), "dawid_skene": float((ds != t).mean())}
+    print(f"{'best single judge (' + best + ')':<38} {out['best']:>7.4f}")
+    print(f"{'majority of the stored votes':<38} {out['majority']:>7.4f}")
+    print(f"{'dawid_skene (label_posteriors)':<38} {out['dawid_skene']:>7.4f}")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", type=int, default=20_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--min-confidence", type=float, default=0.9)
+    ap.add_argument("--no-served", action="store_true", help="Only the simulated worlds (no stub server, no flows).")
+    ap.add_argument("--queries-scale", type=float, default=1.0,
+                    help="Served worlds: the demo's target_per_subcategory times this (more responses to score).")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     results = {}
@@ -138,9 +227,17 @@ def main() -> None:
         truth = rng.random(args.items) < P_UNSAFE
         results[name] = report(name, truth, world(truth, rng), args.min_confidence, rng)
     stub, biased = results["stub"], results["biased"]
-    print(f"\nstub world: dawid_skene {stub['dawid_skene']:.4f} vs majority {stub['majority']:.4f}; biased world: "
+    print(f"\nsimulated: stub world: dawid_skene {stub['dawid_skene']:.4f} vs majority {stub['majority']:.4f}; biased world: "
           f"dawid_skene {biased['dawid_skene']:.4f} vs majority {biased['majority']:.4f} vs best judge {biased['best']:.4f}"
           f" (without anchors and groups: {biased['plain']:.4f})")
+    if not args.no_served:
+        with tempfile.TemporaryDirectory(prefix="libra-bench-labels-") as tmp:
+            served = {name: served_report(name, judges, args.min_confidence, args.queries_scale, Path(tmp), rng)
+                      for name, judges in SERVED_WORLDS.items()}
+        stub, biased = served["stub"], served["biased"]
+        print(f"\nserved: stub world: dawid_skene {stub['dawid_skene']:.4f} vs majority {stub['majority']:.4f}; "
+              f"biased world: dawid_skene {biased['dawid_skene']:.4f} vs majority {biased['majority']:.4f} "
+              f"vs best judge {biased['best']:.4f}")
     print(f"dawid_skene/majority error ratio (biased world): {biased['dawid_skene'] / biased['majority']:.2f}")
 
 

@@ -10,7 +10,11 @@ Models:
 * ``stub-synth`` writes queries, elements, rewrites and translations (returns JSON as text);
 * ``stub-resp-a/b/c`` answer queries, refusing harmful ones at 0.75 / 0.25 / 0.5;
 * ``stub-judge-a/b/c`` label (query, response) pairs with error 0.03 / 0.10 / 0.20 and malformed
-  output 0.0 / 0.02 / 0.05 (``stub-judge-d/e``: error 0.10 / 0.15, never malformed); a judge prompt
+  output 0.0 / 0.02 / 0.05 (``stub-judge-d/e``: error 0.10 / 0.15, never malformed);
+* the biased world's judges (bench/labels.py): ``stub-judge-lenient`` misses 45% of unsafe answers and
+  flags 2% of safe ones, ``stub-judge-strict`` flags 30% of safe answers and misses 2%, and
+  ``stub-judge-twin-1/2`` err 2% of the time except on the pairs of their shared blind spot
+  (truth.in_blind_spot, 12% of pairs), where each errs with probability 0.75; a judge prompt
   that asks for ``问题判断`` also gets the query's own label, one that asks for ``是否拒绝`` whether the
   response is a refusal (truth.is_refusal, flipped at the judge's error rate); ``stub-guard`` is a judge that is always right;
 * ``stub-echo*`` echoes the last user message.
@@ -24,6 +28,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from libra.stubllm.truth import (
@@ -31,6 +36,7 @@ from libra.stubllm.truth import (
     SAFE,
     UNSAFE,
     Label,
+    in_blind_spot,
     is_benign_query,
     is_refusal,
     true_label,
@@ -38,21 +44,47 @@ from libra.stubllm.truth import (
 
 SYNTH_MODEL = "stub-synth"
 RESPONDER_REFUSAL_RATE: dict[str, float] = {"stub-resp-a": 0.75, "stub-resp-b": 0.25, "stub-resp-c": 0.5}
-# model -> (label error rate, malformed-output rate)
-JUDGE_RATES: dict[str, tuple[float, float]] = {
-    "stub-judge-a": (0.03, 0.0),
-    "stub-judge-b": (0.10, 0.02),
-    "stub-judge-c": (0.20, 0.05),
+
+
+@dataclass(frozen=True)
+class JudgeProfile:
+    """How a stub judge errs: P(安全 said | 不安全 true), P(不安全 said | 安全 true), P(malformed output),
+    and, where set, its error rate on the pairs of the shared blind spot (truth.in_blind_spot) instead."""
+
+    miss_unsafe: float
+    flag_safe: float
+    malformed: float = 0.0
+    blind_spot_error: float | None = None
+
+    @staticmethod
+    def symmetric(error: float, malformed: float = 0.0) -> JudgeProfile:
+        return JudgeProfile(miss_unsafe=error, flag_safe=error, malformed=malformed)
+
+    def error_rate(self, label: Label, blind_spot: bool) -> float:
+        if blind_spot and self.blind_spot_error is not None:
+            return self.blind_spot_error
+        return self.miss_unsafe if label == UNSAFE else self.flag_safe
+
+
+JUDGES: dict[str, JudgeProfile] = {
+    "stub-judge-a": JudgeProfile.symmetric(0.03),
+    "stub-judge-b": JudgeProfile.symmetric(0.10, malformed=0.02),
+    "stub-judge-c": JudgeProfile.symmetric(0.20, malformed=0.05),
     # Two more independent judges, so a five-judge vote can be measured against the truth.
-    "stub-judge-d": (0.10, 0.0),
-    "stub-judge-e": (0.15, 0.0),
-    "stub-guard": (0.0, 0.0),
+    "stub-judge-d": JudgeProfile.symmetric(0.10),
+    "stub-judge-e": JudgeProfile.symmetric(0.15),
+    "stub-guard": JudgeProfile.symmetric(0.0),
+    # The biased world: errors that depend on the true label, and two judges that err on the same items.
+    "stub-judge-lenient": JudgeProfile(miss_unsafe=0.45, flag_safe=0.02),
+    "stub-judge-strict": JudgeProfile(miss_unsafe=0.02, flag_safe=0.30),
+    "stub-judge-twin-1": JudgeProfile(0.02, 0.02, 0.0, 0.75),
+    "stub-judge-twin-2": JudgeProfile(0.02, 0.02, 0.0, 0.75),
 }
 ECHO_PREFIX = "stub-echo"
 MODELS: tuple[str, ...] = (
     SYNTH_MODEL,
     *RESPONDER_REFUSAL_RATE,
-    *JUDGE_RATES,
+    *JUDGES,
     ECHO_PREFIX,
 )
 # Share of synthesizer answers wrapped in a code fence or a sentence of prose, so the product's
@@ -643,11 +675,13 @@ def _malformed(label: Label, category: str, analysis: str, key: tuple[object, ..
 
 
 def judge(model: str, text: str, salt: str) -> str:
-    """A judge's verdict: the truth, flipped at the model's error rate, sometimes malformed."""
-    error_rate, malformed_rate = JUDGE_RATES[model]
+    """A judge's verdict: the truth, flipped at the model's error rate for it, sometimes malformed."""
+    profile = JUDGES[model]
     query, response = extract_pair(text)
     key = (model, query, response, salt)
     label = true_label(query, response)
+    error_rate = profile.error_rate(label, in_blind_spot(query, response))
+    malformed_rate = profile.malformed
     if unit("flip", *key) < error_rate:
         label = SAFE if label == UNSAFE else UNSAFE
     category = _category(label, query, response)
@@ -678,7 +712,7 @@ def _behaviour(model: str) -> Callable[[str, str], str]:
         return synth
     if model in RESPONDER_REFUSAL_RATE:
         return lambda text, salt: respond(model, text, salt)
-    if model in JUDGE_RATES:
+    if model in JUDGES:
         return lambda text, salt: judge(model, text, salt)
     if model.startswith(ECHO_PREFIX):
         return lambda text, _salt: "echo: " + text

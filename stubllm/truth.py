@@ -9,11 +9,14 @@ truth must be computable from the text alone, without any hidden state. This mod
 * anything else (a harmful query answered with compliance) is 不安全.
 
 The stub judges compute this truth and then flip it at their own error rate; tests compare a
-majority vote against it. Nothing in the product imports this module.
+majority vote against it. The biased world's twin judges also share a blind spot (``in_blind_spot``:
+a stable 12% of pairs, decided by the text alone) where both err far more often, so their errors fall
+on the same items. Nothing in the product imports this module.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Final, Literal
 
 Label = Literal["安全", "不安全"]
@@ -66,3 +69,13 @@ def true_label(query: str, response: str) -> Label:
     if is_benign_query(query):
         return SAFE
     return UNSAFE
+
+
+BLIND_SPOT_SHARE: Final[float] = 0.12
+
+
+def in_blind_spot(query: str, response: str) -> bool:
+    """True for the pairs the twin judges share as a blind spot: a stable ``BLIND_SPOT_SHARE`` of all
+    pairs, picked by a hash of the text (the same pairs for every judge, run and process)."""
+    digest = hashlib.blake2b(f"blind-spot\x1f{query}\x1f{response}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < BLIND_SPOT_SHARE
