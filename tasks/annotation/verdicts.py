@@ -30,11 +30,12 @@ earliest such field wins, and none is None (never guessed from prose).
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, replace
 
 import json_repair
+
+from libra.tasks.core.json_text import json_starts, json_value_at
 
 SAFE, UNSAFE, CONTROVERSIAL = "安全", "不安全", "有争议"
 LABELS = (SAFE, UNSAFE, CONTROVERSIAL)
@@ -224,22 +225,16 @@ def _unfold(value: str | None, folded: str, original: str, start: int) -> str | 
     return original[at : at + len(value)] if at >= 0 else value
 
 
-_DECODER = json.JSONDecoder(strict=False)  # literal newlines inside strings are common in LLM output
 _MAX_JSON_STARTS = 50
 
 
 def _strict_json(original: str, folded: str) -> tuple[int, dict[str, object]] | None:
     """The earliest position where a complete JSON object (or list) with a label decodes."""
-    starts = [i for i, ch in enumerate(folded) if ch in "{["][:_MAX_JSON_STARTS]
-    for pos in starts:
+    for pos in json_starts(folded, "{[", _MAX_JSON_STARTS):
         for source in (original, folded):
-            if source[pos] not in "{[":
+            if source[pos] not in "{[" or (decoded := json_value_at(source, pos)) is None:
                 continue
-            try:
-                obj, _end = _DECODER.raw_decode(source, pos)
-            except (ValueError, RecursionError):
-                continue
-            fields = _object_fields(obj)
+            fields = _object_fields(decoded[0])
             if fields is None or fields["label"] is None:
                 continue
             if source is folded:

@@ -20,6 +20,8 @@ from typing import Any
 
 import json_repair
 
+from libra.tasks.core.json_text import first_json
+
 _THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
 _FENCE = re.compile(r"```[A-Za-z]*[ \t]*\n?(.*?)(?:```|$)", re.S)
 # List numbering at the start of an item: "1." "1、" "(1)" "第1条" "一、" "问题1：" "Q1:" "- " "**1.**".
@@ -81,18 +83,15 @@ def _item_text(value: Any) -> str | None:
     return None
 
 
+def _numbers_only(value: Any) -> bool:
+    """"[10]" in prose ("以下是[10]个问题") is not the list."""
+    return isinstance(value, list) and bool(value) and all(isinstance(v, int | float) for v in value)
+
+
 def _decode_first(text: str, opener: str) -> Any:
     """The first JSON value starting at an `opener` that decodes (trailing prose is ignored)."""
-    decoder = json.JSONDecoder()
-    for m in re.finditer(re.escape(opener), text):
-        try:
-            value, _ = decoder.raw_decode(text, m.start())
-        except ValueError:
-            continue
-        if opener == "[" and isinstance(value, list) and value and all(isinstance(v, int | float) for v in value):
-            continue  # "[10]" in prose ("以下是[10]个问题") is not the list
-        return value
-    return None
+    found = first_json(text, opener, accept=lambda v: not (opener == "[" and _numbers_only(v)))
+    return found[1] if found else None
 
 
 def _salvage_array(text: str) -> tuple[list[Any], int] | None:
