@@ -75,6 +75,25 @@ class LLMResult:
         return self.text is not None
 
 
+def effective_params(ep: Endpoint, req: LLMRequest) -> dict[str, Any]:
+    """The sampling parameters sent: the endpoint's defaults, the request's overrides, a per-sample seed."""
+    params = ep.sampling.model_dump(exclude_none=True)
+    params.update(dict(req.params))
+    # A seeded endpoint gets a different seed per sample, so repeated samples really differ.
+    if params.get("seed") is not None:
+        params["seed"] = int(params["seed"]) + req.sample_index
+    return params
+
+
+def call_key(ep: Endpoint, req: LLMRequest) -> str:
+    """The cache key of a request: a function of the endpoint and the request alone, so the flow can
+    look cached answers up before any pool exists (tasks/llm/step.py)."""
+    return content_hash(
+        ep.model, req.messages, effective_params(ep, req), req.extra_body, req.template_version,
+        req.sample_index, length=32,
+    )
+
+
 class CallLog(Protocol):
     """Where the pool looks up cached answers and records every network call (see warehouse_calllog)."""
 
@@ -84,14 +103,19 @@ class CallLog(Protocol):
 
 
 class MemoryCallLog:
-    """An in-memory CallLog for tests and one-off use outside a warehouse."""
+    """An in-memory CallLog for tests, one-off use outside a warehouse, and a batch task: `cached` holds
+    the answers the flow looked up for the batch ({call_key: text}); `rows` collects the calls made."""
 
-    def __init__(self) -> None:
+    def __init__(self, cached: dict[str, str] | None = None) -> None:
+        self.cached = dict(cached or {})
         self.rows: list[dict[str, Any]] = []
 
     def lookup(self, call_keys: list[str]) -> dict[str, str]:
         wanted = set(call_keys)
-        return {r["call_key"]: r["response_text"] for r in self.rows if r["status"] == "ok" and r["call_key"] in wanted}
+        found = {k: v for k, v in self.cached.items() if k in wanted}
+        found.update({r["call_key"]: r["response_text"] for r in self.rows
+                      if r["status"] == "ok" and r["call_key"] in wanted})
+        return found
 
     def record(self, rows: list[dict[str, Any]]) -> None:
         self.rows.extend(rows)
@@ -205,20 +229,25 @@ class LLMPool:
     # -- keys ----------------------------------------------------------------------------------------
 
     def effective_params(self, req: LLMRequest) -> dict[str, Any]:
-        ep = self.endpoints[req.endpoint]
-        params = ep.sampling.model_dump(exclude_none=True)
-        params.update(dict(req.params))
-        # A seeded endpoint gets a different seed per sample, so repeated samples really differ.
-        if params.get("seed") is not None:
-            params["seed"] = int(params["seed"]) + req.sample_index
-        return params
+        return effective_params(self.endpoints[req.endpoint], req)
 
     def call_key(self, req: LLMRequest) -> str:
-        ep = self.endpoints[req.endpoint]
-        return content_hash(
-            ep.model, req.messages, self.effective_params(req), req.extra_body, req.template_version,
-            req.sample_index, length=32,
-        )
+        return call_key(self.endpoints[req.endpoint], req)
+
+    def carry_health(self, health: dict[str, tuple[int, str | None]]) -> None:
+        """Start from what earlier batches of the run learnt: per endpoint (consecutive failures, the
+        reason it was declared down or None). A pool lives for one batch task (tasks/llm/step.py); this
+        keeps a down endpoint down across batches, as one pool for the whole run did."""
+        for name, (failures, down_reason) in health.items():
+            if name in self.stats:
+                self._consecutive_failures[name] = failures
+                if down_reason is not None:
+                    self.stats[name].down, self.stats[name].down_reason = True, down_reason
+
+    def health(self) -> dict[str, tuple[int, str | None]]:
+        """Per endpoint: (consecutive failures, down reason or None), for the next batch's carry_health."""
+        return {name: (self._consecutive_failures[name], s.down_reason if s.down else None)
+                for name, s in self.stats.items()}
 
     # -- running -------------------------------------------------------------------------------------
 
