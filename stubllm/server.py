@@ -68,6 +68,10 @@ class StubState:
         self.requests: Counter[str] = Counter()
         self.faults: Counter[str] = Counter({k: 0 for k in ("429", "500", "timeout", "broken_json")})
         self.errors: Counter[str] = Counter()
+        # Requests being answered now, and the most ever at once, per model: an endpoint's concurrency
+        # limit holds across every client process only if the peak never passes it (tests/flows/test_ray.py).
+        self.in_flight: Counter[str] = Counter()
+        self.peak_in_flight: Counter[str] = Counter()
         self.ids = itertools.count(1)
 
     def config_for(self, model: str) -> FaultConfig:
@@ -123,11 +127,14 @@ class StubState:
             "requests": dict(self.requests),
             "faults": dict(self.faults),
             "errors": dict(self.errors),
+            "peak_concurrency": dict(self.peak_in_flight),
         }
 
     def reset_stats(self) -> None:
         self.requests.clear()
         self.errors.clear()
+        # requests still being answered stay counted: the new peak starts from them
+        self.peak_in_flight = Counter({m: n for m, n in self.in_flight.items() if n})
         for kind in self.faults:
             self.faults[kind] = 0
 
@@ -310,8 +317,14 @@ class StubApp:
         if body.get("stream"):
             await self._reject(send, 400, "stream=true is not supported by stubllm", "stream_not_supported")
             return
-        self.state.requests[model] += 1
-        await self._answer(model, body, receive, send)
+        state = self.state
+        state.requests[model] += 1
+        state.in_flight[model] += 1
+        state.peak_in_flight[model] = max(state.peak_in_flight[model], state.in_flight[model])
+        try:
+            await self._answer(model, body, receive, send)
+        finally:
+            state.in_flight[model] -= 1
 
     async def _answer(self, model: str, body: dict[str, Any], receive: Any, send: Any) -> None:
         state = self.state

@@ -496,3 +496,22 @@ def test_admin_stats(base_url: str, client: openai.OpenAI, faults: Any) -> None:
     assert stats["requests"] == {"stub-echo-stats": 4} and stats["requests_total"] == 4
     assert stats["faults"] == {"429": 0, "500": 1, "timeout": 0, "broken_json": 0}
     assert stats["errors"] == {"404": 1}
+    assert stats["peak_concurrency"] == {"stub-echo-stats": 1}  # one request at a time
+
+
+def test_admin_stats_peak_concurrency(base_url: str, faults: Any) -> None:
+    """The stub reports the most requests it answered at once per model (what endpoint limits cap)."""
+    httpx.delete(f"{base_url}/admin/stats").raise_for_status()
+    faults(latency_ms=200)
+
+    async def burst(model: str, n: int) -> None:
+        async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="x") as client:
+            await asyncio.gather(*(client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "x"}]) for _ in range(n)))
+
+    asyncio.run(burst("stub-echo-peak-a", 6))
+    asyncio.run(burst("stub-echo-peak-b", 2))
+    peaks = httpx.get(f"{base_url}/admin/stats").json()["peak_concurrency"]
+    assert peaks == {"stub-echo-peak-a": 6, "stub-echo-peak-b": 2}
+    httpx.delete(f"{base_url}/admin/stats").raise_for_status()
+    assert httpx.get(f"{base_url}/admin/stats").json()["peak_concurrency"] == {}
