@@ -19,12 +19,12 @@ import asyncio
 import json
 import random
 import time
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import openai
+from aiolimiter import AsyncLimiter
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from libra.tasks.core.config import Endpoint
@@ -150,44 +150,37 @@ class _RetryableError(Exception):
 
 
 class _Limiter:
-    """Requests-per-minute as a token bucket; tokens-per-minute as a sliding 60 s window."""
+    """Requests and tokens per minute, each a leaky bucket (aiolimiter's AsyncLimiter).
+
+    The request bucket holds one second's worth (at least one request): a minute's allowance sent at
+    once would break a provider's per-minute limit in its first second. A response's tokens are known
+    only after it, so `used` records them as owed and the next request pays them into the token bucket
+    first, waiting until they fit; the lock makes requests queue behind the one that is paying.
+    """
 
     def __init__(self, rpm: float | None, tpm: float | None):
         self.rpm, self.tpm = rpm, tpm
-        # The bucket holds one second's worth (at least one request): a minute's allowance sent at once
-        # would break a provider's per-minute limit in its first second.
-        self._capacity = max(rpm / 60.0, 1.0) if rpm else 0.0
-        self._allowance = self._capacity
-        self._last = time.monotonic()
-        self._tokens: deque[tuple[float, int]] = deque()
+        per_second = rpm / 60.0 if rpm else 0.0
+        burst = max(per_second, 1.0)
+        self._requests = AsyncLimiter(burst, burst / per_second) if rpm else None
+        self._tokens = AsyncLimiter(tpm, 60.0) if tpm else None
+        self._owed = 0
         self._lock = asyncio.Lock()
 
     async def acquire(self) -> None:
-        if not self.rpm and not self.tpm:
+        if self._requests is None and self._tokens is None:
             return
         async with self._lock:
-            if self.rpm:
-                rate = self.rpm / 60.0
-                while True:
-                    now = time.monotonic()
-                    self._allowance = min(self._capacity, self._allowance + (now - self._last) * rate)
-                    self._last = now
-                    if self._allowance >= 1.0:
-                        self._allowance -= 1.0
-                        break
-                    await asyncio.sleep((1.0 - self._allowance) / rate)
-            if self.tpm:
-                while True:
-                    now = time.monotonic()
-                    while self._tokens and now - self._tokens[0][0] > 60.0:
-                        self._tokens.popleft()
-                    if sum(n for _, n in self._tokens) < self.tpm:
-                        break
-                    await asyncio.sleep(max(0.05, 60.0 - (now - self._tokens[0][0])))
+            while self._tokens is not None and self._owed:
+                amount = min(self._owed, self._tokens.max_rate)  # the bucket takes at most its size at once
+                self._owed -= amount
+                await self._tokens.acquire(amount)
+            if self._requests is not None:
+                await self._requests.acquire()
 
     def used(self, tokens: int) -> None:
-        if self.tpm:
-            self._tokens.append((time.monotonic(), tokens))
+        if self._tokens is not None:
+            self._owed += max(tokens, 0)
 
 
 def _retry_after(err: openai.APIStatusError) -> float | None:

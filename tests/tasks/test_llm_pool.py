@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from types import SimpleNamespace
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -193,58 +193,117 @@ def test_concurrency_never_exceeds_the_endpoints_cap(serve) -> None:
     assert all(r.ok for r in results) and app.peak == 3
 
 
-class FakeClock:
-    """time.monotonic / asyncio.sleep for the rate limiter: sleeping advances the clock instantly."""
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop on a virtual clock: when it would wait for a timer, the clock jumps to the timer
+    at once. The rate limiter (aiolimiter schedules its wake-ups on the loop) is tested in virtual
+    seconds, so no test depends on wall time."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.now = 1000.0
-        self.slept = 0.0
+        real, loop = self._selector, self  # type: ignore[has-type]
 
-    def monotonic(self) -> float:
+        class JumpingSelector:
+            def select(self, timeout: float | None = None):  # noqa: ANN202
+                if timeout:
+                    loop.now += timeout
+                return real.select(0)
+
+            def __getattr__(self, name: str):  # noqa: ANN204
+                return getattr(real, name)
+
+        self._selector = JumpingSelector()
+
+    def time(self) -> float:
         return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-        self.slept += seconds
-        await asyncio.sleep(0)
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock()
-    monkeypatch.setattr(llm_pool, "time", SimpleNamespace(monotonic=fake.monotonic, perf_counter=fake.monotonic))
-    monkeypatch.setattr(llm_pool, "asyncio", SimpleNamespace(sleep=fake.sleep, Lock=asyncio.Lock))
-    return fake
+def loop() -> Iterator[VirtualTimeLoop]:
+    virtual = VirtualTimeLoop()
+    yield virtual
+    virtual.close()
 
 
-def test_requests_per_minute_allow_a_small_burst_then_the_rate(clock: FakeClock) -> None:
+def test_requests_per_minute_allow_a_small_burst_then_the_rate(loop: VirtualTimeLoop) -> None:
     limiter = llm_pool._Limiter(rpm=120, tpm=None)
 
-    async def take(n: int) -> None:
-        for _ in range(n):
+    def took(n: int) -> float:
+        async def take() -> None:
+            for _ in range(n):
+                await limiter.acquire()
+        started = loop.now
+        loop.run_until_complete(take())
+        return loop.now - started
+
+    assert took(2) == 0  # the burst: one second's worth at once
+    assert took(120) == pytest.approx(60.0, rel=0.01)  # then 120 a minute = 2 a second
+    loop.now += 3600  # an idle hour refills the bucket to one second's worth, not to an hour's
+    assert took(4) == pytest.approx(1.0, rel=0.01)
+
+
+def test_requests_per_minute_hold_across_concurrent_callers(loop: VirtualTimeLoop) -> None:
+    limiter = llm_pool._Limiter(rpm=60, tpm=None)
+    sent: list[float] = []
+
+    async def caller() -> None:
+        for _ in range(10):
             await limiter.acquire()
+            sent.append(loop.now)
 
-    asyncio.run(take(2))
-    assert clock.slept == 0  # the burst: one second's worth at once
-    asyncio.run(take(120))
-    assert clock.slept == pytest.approx(60.0, rel=0.01)  # then 120 a minute = 2 a second
-    clock.now += 3600  # an idle hour refills the bucket to one second's worth, not to an hour's
-    slept = clock.slept
-    asyncio.run(take(4))
-    assert clock.slept - slept == pytest.approx(1.0, rel=0.01)
+    async def go() -> None:
+        await asyncio.gather(*(caller() for _ in range(6)))
+
+    loop.run_until_complete(go())
+    assert len(sent) == 60
+    for i, t in enumerate(sent):  # in any minute at most 60 (+ the one-request burst)
+        assert sum(1 for u in sent[i:] if u < t + 60) <= 61
+    assert sent[-1] - sent[0] == pytest.approx(59.0, abs=0.01)
 
 
-def test_tokens_per_minute_wait_for_the_window_to_free(clock: FakeClock) -> None:
+def test_tokens_per_minute_make_the_next_request_wait_for_what_the_last_used(loop: VirtualTimeLoop) -> None:
+    limiter = llm_pool._Limiter(rpm=None, tpm=1000)
+    waits: list[float] = []
+
+    async def go() -> None:
+        for _ in range(4):
+            started = loop.now
+            await limiter.acquire()
+            waits.append(loop.now - started)
+            limiter.used(600)
+
+    loop.run_until_complete(go())
+    # the first answer's 600 fit the empty 1000-token bucket; the second's 600 fit once it drained 200
+    # (1000 a minute: 12 s); every later 600 waits 36 s, 600 tokens at 1000 a minute
+    assert waits[:2] == [0, 0] and waits[2] == pytest.approx(12.0, abs=0.01)
+    assert waits[3] == pytest.approx(36.0, abs=0.01)
+
+
+def test_tokens_per_minute_hold_over_a_long_run(loop: VirtualTimeLoop) -> None:
+    limiter = llm_pool._Limiter(rpm=None, tpm=1000)
+
+    async def go() -> None:
+        for _ in range(100):
+            await limiter.acquire()
+            limiter.used(700)  # more than half the bucket: answers bigger than the rest of a minute
+        await limiter.acquire()  # the last answer's tokens are paid too
+
+    started = loop.now
+    loop.run_until_complete(go())
+    minutes = (loop.now - started) / 60
+    # at most the bucket (1000) plus 1000 a minute went through
+    assert 1000 + 1000 * minutes + 1e-6 >= 100 * 700
+    assert minutes == pytest.approx((100 * 700 - 1000) / 1000, rel=0.01)
+
+
+def test_a_response_larger_than_the_bucket_is_paid_in_parts(loop: VirtualTimeLoop) -> None:
     limiter = llm_pool._Limiter(rpm=None, tpm=1000)
 
     async def go() -> None:
         await limiter.acquire()
-        limiter.used(600)
-        clock.now += 10
-        await limiter.acquire()  # 600 < 1000: no wait
-        limiter.used(600)
-        assert clock.slept == 0
-        await limiter.acquire()  # 1200 used in the window: wait until the first 600 leave it
-        assert clock.slept == pytest.approx(50.0, abs=0.1)
+        limiter.used(2500)
+        await limiter.acquire()
 
-    asyncio.run(go())
+    started = loop.now
+    loop.run_until_complete(go())
+    assert loop.now - started == pytest.approx(90.0, abs=0.01)  # 2500 - 1000 of burst at 1000 a minute
