@@ -165,6 +165,8 @@ class Sizes(_Strict):
     samples_per_responder: int = Field(1, ge=1, le=16)
     # Rows per Prefect task: the unit of retry and of progress; the pool drives it concurrently.
     batch_size: int = Field(500, ge=1)
+    # Batch tasks a flow keeps in flight while it stores the finished ones (tasks/llm/step.py: run_step).
+    batches_in_flight: int = Field(2, ge=1, le=64)
 
     @field_validator("augment_methods")
     @classmethod
@@ -344,6 +346,27 @@ class Evaluation(_Strict):
     report_dir: str = "reports"
 
 
+class Runner(_Strict):
+    """Where batch tasks run (tasks/core/executor.py, docs/scale-out.md): `threads` in the flow process,
+    or `ray` workers. The flow process stays the only warehouse writer either way."""
+
+    kind: Literal["threads", "ray"] = "threads"
+    # ray only: local = a Ray started for the run (and stopped after it); auto = the cluster this
+    # machine joined (`ray start`); ray://HOST:10001 = a remote cluster through Ray Client.
+    address: str = "local"
+    # local Ray only: the CPUs it gets, so at most this many batch tasks run at once (one worker
+    # process each). Batches in flight are sizes.batches_in_flight on every runner, and each batch's
+    # pool gets 1/batches_in_flight of every endpoint's limits (tasks/core/executor.py: worker_endpoints).
+    workers: int = Field(2, ge=1, le=1024)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        if v not in ("local", "auto") and not v.startswith("ray://"):
+            raise ValueError(f"must be local, auto or ray://HOST:PORT (got {v!r})")
+        return v
+
+
 class FactoryConfig(_Strict):
     name: str = "libra-factory"
     warehouse: str = "libra.duckdb"
@@ -359,6 +382,7 @@ class FactoryConfig(_Strict):
     guard_prompt: GuardPrompt = Field(default_factory=GuardPrompt)
     training: Training = Field(default_factory=Training)
     evaluation: Evaluation = Field(default_factory=Evaluation)
+    runner: Runner = Field(default_factory=Runner)
     # Where the file came from: relative paths in the config resolve against its folder.
     source_path: str | None = Field(None, exclude=True)
 

@@ -1,0 +1,66 @@
+"""The runner choice and the endpoint-limit split (tasks/core/executor.py); Ray itself: tests/flows/test_ray.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from libra.tasks.core import executor
+from libra.tasks.core.config import ConfigError, Endpoint, parse_config
+from tests.conftest import DEMO_CONFIG
+
+
+def _config(runner: str = "", sizes: str = ""):
+    text = DEMO_CONFIG.read_text(encoding="utf-8")
+    if sizes:
+        text = text.replace("sizes:\n", f"sizes:\n{sizes}", 1)
+    return parse_config(text + runner, "demo.yaml")
+
+
+def test_endpoint_share_splits_every_limit() -> None:
+    ep = Endpoint(name="e", base_url="http://x/v1", model="m", max_concurrency=9, requests_per_minute=600,
+                  tokens_per_minute=90_000)
+    half = executor.endpoint_share(ep, 2)
+    assert (half.max_concurrency, half.requests_per_minute, half.tokens_per_minute) == (4, 300, 45_000)
+    assert executor.endpoint_share(ep, 1) is ep
+    tiny = executor.endpoint_share(Endpoint(name="t", base_url="http://x/v1", model="m", max_concurrency=2), 8)
+    assert tiny.max_concurrency == 1 and tiny.requests_per_minute is None  # at least one call, unset stays unset
+
+
+def test_worker_endpoints_split_over_batches_in_flight() -> None:
+    cfg = _config(sizes="  batches_in_flight: 4\n")
+    shares = {e.name: e.max_concurrency for e in executor.worker_endpoints(cfg)}
+    assert shares == {e.name: max(1, e.max_concurrency // 4) for e in cfg.endpoints}
+    assert sum(shares.values()) * 4 <= sum(e.max_concurrency for e in cfg.endpoints)
+
+
+def test_runner_kind_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _config("\nrunner:\n  kind: ray\n")
+    monkeypatch.delenv(executor.RUNNER_ENV, raising=False)
+    assert executor.runner_kind(cfg) == "ray"
+    monkeypatch.setenv(executor.RUNNER_ENV, "threads")
+    assert executor.runner_kind(cfg) == "threads"
+    assert executor.runner_kind(cfg, "ray") == "ray"
+    monkeypatch.setenv(executor.RUNNER_ENV, "dask")
+    with pytest.raises(ConfigError, match=r"\$LIBRA_RUNNER: must be threads or ray"):
+        executor.runner_kind(cfg)
+
+
+def test_runner_config_errors_name_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"key runner.address: must be local, auto or ray://"):
+        _config("\nrunner:\n  kind: ray\n  address: 10.0.0.1:6379\n")
+    with pytest.raises(ConfigError, match=r"key runner.kind"):
+        _config("\nrunner:\n  kind: dask\n")
+
+
+def test_threads_runner_and_worker_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    cfg = _config(sizes="  batches_in_flight: 3\n")
+    monkeypatch.delenv(executor.RUNNER_ENV, raising=False)
+    runner = executor.task_runner(cfg)
+    assert isinstance(runner, ThreadPoolTaskRunner) and runner._max_workers == 3
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
+        env = executor.worker_env(cfg, "ray")
+    assert env["PREFECT_API_URL"] == "http://127.0.0.1:4200/api" and env[executor.RUNNER_ENV] == "ray"
