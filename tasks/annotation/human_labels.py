@@ -377,8 +377,7 @@ def known_response_ids(wh: Warehouse, ids: set[str]) -> set[str]:
     if not ids:
         return set()
     frame = pl.DataFrame({"response_id": sorted(ids)})
-    return set(wh.query("SELECT f.response_id FROM v_final_labels f SEMI JOIN wanted w USING (response_id)",
-                        frames={"wanted": frame})["response_id"].to_list())
+    return set(wh.query(sql_text("queries/voted_response_ids.sql"), frames={"wanted": frame})["response_id"].to_list())
 
 
 def validate_rows(rows: list[SheetRow], known_ids: set[str]) -> list[str]:
@@ -415,12 +414,9 @@ def import_labels(wh: Warehouse, path: Path, *, annotator: str | None = None) ->
     summary = ImportSummary(path=path, rows=len(rows))
     labelled = [r for r in rows if r.label]
     summary.labelled, summary.skipped_blank = len(labelled), len(rows) - len(labelled)
-    current = wh.query(
-        "SELECT response_id, arg_max(label, created_at) AS label, arg_max(note, created_at) AS note "
-        "FROM human_labels GROUP BY response_id"
-    )
+    current = wh.query(sql_text("queries/latest_human_labels.sql"))
     latest = {r["response_id"]: (r["label"], r["note"]) for r in current.iter_rows(named=True)}
-    mine = wh.query("SELECT response_id, annotator, label, note FROM _annotator_labels")
+    mine = wh.query(sql_text("queries/annotator_labels.sql"))
     latest_by = {(r["response_id"], r["annotator"]): (r["label"], r["note"]) for r in mine.iter_rows(named=True)}
 
     def unchanged(r: SheetRow) -> bool:

@@ -71,7 +71,7 @@ def check_annotator(name: str | None) -> str:
 
 def where_sql(where: str) -> str:
     """The query of a `--where` predicate over v_dataset's columns: the ids it keeps."""
-    return f"SELECT response_id FROM v_dataset WHERE ({where})"
+    return sql_text("queries/review_where.sql").format(where=where)
 
 
 def check_where(wh: Warehouse, where: str) -> int:
@@ -129,10 +129,8 @@ def review_item(wh: Warehouse, response_id: str, annotator: str, per_item: int) 
         names = [d[0] for d in cursor.description]
         rows = cursor.fetchall()
         posterior = None
-        if rows and con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-                                [POSTERIOR_RELATION]).fetchall()[0][0]:
-            posterior = con.execute(f'SELECT max(p_unsafe) FROM "{POSTERIOR_RELATION}" WHERE response_id = ?',
-                                    [response_id]).fetchall()[0][0]
+        if rows and con.execute(sql_text("queries/relation_exists.sql"), [POSTERIOR_RELATION]).fetchall()[0][0]:
+            posterior = con.execute(sql_text("queries/label_posterior.sql"), [response_id]).fetchall()[0][0]
     if not rows:
         raise ReviewError(f"unknown item {response_id!r} (no labelled response has it)")
     item = dict(zip(names, rows[0]))
@@ -179,8 +177,7 @@ class ReviewSession:
         if seconds is not None:
             seconds = min(max(float(seconds), 0.0), MAX_SECONDS)
         else:  # a note added to a labelled item keeps the time the label took
-            seconds = self.wh.scalar("SELECT seconds_spent FROM human_labels WHERE response_id = ? AND run_id = ?",
-                                     [response_id, run_id])
+            seconds = self.wh.scalar(sql_text("queries/session_label_seconds.sql"), [response_id, run_id])
         canonical = normalise_label(label)
         row = pl.DataFrame([{
             "response_id": response_id, "label": canonical, "annotator": annotator, "note": note,
@@ -201,20 +198,18 @@ class ReviewSession:
         if run_id is None:
             return False
         with self.wh.writer() as con:
-            found = con.execute("SELECT count(*) FROM human_labels WHERE response_id = ? AND run_id = ?",
-                                [response_id, run_id]).fetchall()[0][0]
-            con.execute("DELETE FROM human_labels WHERE response_id = ? AND run_id = ?", [response_id, run_id])
+            found = con.execute(sql_text("queries/session_label_count.sql"), [response_id, run_id]).fetchall()[0][0]
+            con.execute(sql_text("queries/delete_session_label.sql"), [response_id, run_id])
         return bool(found)
 
     def label_now(self, response_id: str, annotator: str) -> str | None:
         """The annotator's label of the item from any session or import (None: not labelled by them)."""
-        return self.wh.scalar("SELECT label FROM _annotator_labels WHERE response_id = ? AND annotator = ?",
-                              [response_id, annotator])
+        return self.wh.scalar(sql_text("queries/annotator_label.sql"), [response_id, annotator])
 
     def close(self) -> None:
         """Mark the session's runs completed, with how many labels each annotator stored."""
         for annotator, run_id in self._runs.items():
-            stored = self.wh.scalar("SELECT count(*) FROM human_labels WHERE run_id = ?", [run_id])
+            stored = self.wh.scalar(sql_text("queries/run_label_count.sql"), [run_id])
             finish_run(self.wh, run_id, "completed", {"annotator": annotator, "labels": stored,
                                                       "writes": self._counts.get(annotator, 0)})
         self._runs.clear()

@@ -99,7 +99,7 @@ def settled_queries(wh: Warehouse, n_judges: int, needs_adjudication: bool,
     wanted: the (responder, model, sample_index) grid every kept query should have (tasks/annotation/respond.py:
     wanted_responses); without it, every responder model and sample index the warehouse has seen."""
     if wanted is None:
-        wanted = wh.query("SELECT DISTINCT responder, model, sample_index FROM responses")
+        wanted = wh.query(sql_text("queries/responder_grid.sql"))
     return wh.query(sql_text("queries/split_candidates.sql"),
                     {"n_judges": n_judges, "needs_adjudication": needs_adjudication}, frames={"wanted": wanted})
 
@@ -118,7 +118,7 @@ def assign_and_store(wh: Warehouse, params: Split, *, n_judges: int, needs_adjud
     return {
         "assigned": inserted, **{k: int(v) for k, v in Counter(rows["split"].to_list()).items()},
         "strata": strata.height, "strata_outside_tolerance": off.height,
-        "contaminated_excluded": int(wh.scalar("SELECT count(*) FROM v_contaminated") or 0),
+        "contaminated_excluded": int(wh.scalar(sql_text("queries/contaminated_count.sql")) or 0),
     }
 
 
@@ -291,7 +291,7 @@ def export_dataset(wh: Warehouse, params: Split, instruction: GuardInstruction, 
             "counts": {s: frames[s].height for s in SPLITS},
             "counts_by_scenario_label": {s: _nested_counts(frames[s]) for s in SPLITS},
             "files": files, "balance_dropped": dropped,
-            "excluded_contaminated": int(wh.scalar("SELECT count(*) FROM v_contaminated") or 0),
+            "excluded_contaminated": int(wh.scalar(sql_text("queries/contaminated_count.sql")) or 0),
             "source_run_ids": source_runs, "split": params.model_dump(mode="json"),
             "guard_prompt": instruction.describe(), "target": {"critic": params.critic}, "config": config or {},
         }

@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 
 from libra.tasks.core.prompts import load_taxonomy
-from libra.warehouse import Warehouse
+from libra.warehouse import Warehouse, sql_text
 
 SPLIT_ORDER = ("pretrain", "finetune", "eval")
 LABELS = ("不安全", "安全")
@@ -68,11 +68,7 @@ def card_tables(frames: dict[str, pl.DataFrame], wh: Warehouse) -> dict[str, pl.
         ((pl.col("label_source") == "human").mean() * 100).round(1).alias("human_%"),
     ).sort("split"))
     agreement = wh.query(
-        "SELECT v.judge, v.model, count(*) AS votes, count(*) FILTER (WHERE v.label = e.label) AS agree, "
-        "count(*) FILTER (WHERE v.label IS NULL) AS abstain, "
-        "round(count(*) FILTER (WHERE v.label = e.label) / count(*), 4) AS agreement "
-        "FROM votes v JOIN exported e USING (response_id) GROUP BY ALL ORDER BY v.judge",
-        frames={"exported": allrows.select("response_id", "label")},
+        sql_text("queries/judge_agreement_with_export.sql"), frames={"exported": allrows.select("response_id", "label")},
     )
     return {"counts": counts, "per_split": per_split, "agreement": agreement, "rows": allrows}
 

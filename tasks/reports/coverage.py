@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from libra.warehouse import Warehouse
+from libra.warehouse import Warehouse, sql_text
 
 # A subcategory is "on target" when its harmful seed count is within this share of its target.
 TOLERANCE = 0.2
@@ -70,21 +70,17 @@ class CoverageReport:
 
 def coverage_report(wh: Warehouse, run_id: str | None = None) -> CoverageReport:
     """The coverage of the whole warehouse now, with the rejections of `run_id` (all runs when None)."""
-    subs = wh.query("SELECT * FROM v_coverage_subcategory ORDER BY scenario, subcategory")
-    texts = wh.query("SELECT subcategory, text FROM queries WHERE source = 'synthetic' "
-                     "AND method IN ('seed', 'benign') ORDER BY subcategory, query_id")
+    subs = wh.query(sql_text("queries/coverage_subcategories.sql"))
+    texts = wh.query(sql_text("queries/coverage_seed_texts.sql"))
     div = diversity(texts).select("subcategory", "distinct_2")
     subs = subs.join(div, on="subcategory", how="left").with_columns(
         on_target=(pl.col("deviation").abs() <= TOLERANCE).fill_null(pl.col("harmful_target") == 0)
     )
-    cells = wh.query("SELECT * FROM v_coverage ORDER BY ALL")
-    where = "WHERE run_id = ?" if run_id else ""
-    rej = wh.query(f"SELECT reason, CAST(sum(n) AS BIGINT) AS n FROM v_rejections {where} GROUP BY 1",
-                   [run_id] if run_id else None)
+    cells = wh.query(sql_text("queries/coverage_cells.sql"))
+    rej = wh.query(sql_text("queries/coverage_rejections.sql"), {"run_id": run_id})
     harmful = int(subs["harmful"].sum() or 0)
     benign = int(subs["benign"].sum() or 0)
-    planned = wh.scalar("SELECT count(*) FROM synthesis_targets") or 0
-    reached = wh.scalar("SELECT count(*) FROM v_coverage_targets WHERE target > 0 AND n > 0") or 0
+    planned, reached = wh.query(sql_text("queries/coverage_targets_reached.sql")).row(0)
     all_d2 = distinct_n(tokens(texts["text"]))
     headline = {
         "scenarios": subs["scenario"].n_unique(), "subcategories": subs.height,

@@ -308,7 +308,7 @@ def training_row(tid: str, plan: StagePlan, base_model: str, parent: str | None,
 
 
 def completed_stage(wh: Warehouse, tid: str) -> dict[str, Any] | None:
-    rows = wh.query("SELECT * FROM training_runs WHERE training_run_id = ? AND status = 'completed'", [tid])
+    rows = wh.query(sql_text("queries/completed_training_run.sql"), [tid])
     if rows.is_empty() or not (Path(rows["output_path"][0]) / "config.json").exists():
         return None
     return rows.row(0, named=True)

@@ -1,0 +1,2 @@
+-- How many pairs decontamination keeps out of every split.
+SELECT count(*) FROM v_contaminated
