@@ -286,11 +286,14 @@ class Warehouse:
             finally:
                 con.close()
 
-    def query_rows(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """`query` as column names and Python rows, without polars or pyarrow (see `read_only_rows`)."""
+    def query_rows(
+        self, queries: list[tuple[str, list[Any] | dict[str, Any] | None]]
+    ) -> list[tuple[list[str], list[tuple[Any, ...]]]]:
+        """Several (sql, params) reads on one connection, each as column names and Python rows, without
+        polars or pyarrow (see `read_only_rows`): `libra status` pays for one open, not one per table."""
         with self.reader() as con:
             try:
-                return _rows(con.execute(sql, params))
+                return [_rows(con.execute(sql, params)) for sql, params in queries]
             except duckdb.Error as e:
                 raise WarehouseError(f"SQL error: {e}") from None
 
