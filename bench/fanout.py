@@ -71,7 +71,9 @@ def respond_stage(url: str, texts: list[str], concurrency: int, workdir: Path) -
     pool = LLMPool(endpoints, WarehouseCallLog(wh), run_id="bench", show_progress=False)
     started = time.perf_counter()
     wanted = respond.wanted_responses([(m, m) for m in RESPONDERS], 1)
-    pending = wh.query(sql_text("queries/pending_responses.sql"), frames={"wanted": wanted})
+    pending = wh.query(sql_text("queries/pending_responses.sql"), frames={"wanted": wanted},
+                       params={"after_query_id": "", "after_responder": "", "after_sample_index": -1,
+                               "page_size": 1 << 40})
     results = pool.run(respond.respond_requests(pending), desc="respond")
     rows = respond.response_rows(pending, results, "bench")
     wh.insert("responses", rows, on_conflict="replace")

@@ -14,7 +14,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from libra.tasks.annotation.judge import vote_settings
 from libra.tasks.core.config import FactoryConfig, load_config
 from libra.tasks.core.runs import Factory, finish_run, mark_interrupted_runs, start_run
+from libra.tasks.llm.step import merge  # summaries merged across batches; flows import it from here
 from libra.warehouse import Warehouse
+
+__all__ = ["merge", "stage_run", "warehouse_path"]
 
 
 def warehouse_path(cfg: FactoryConfig, override: str | None) -> Path:
@@ -46,8 +49,8 @@ def stage_run(name: str, config: str, warehouse: str | None, parent_run_id: str 
             summary["error"] = f"{type(e).__name__}: {e}"
             finish_run(wh, run_id, "failed", summary)
             raise
-        summary["llm"] = fx.pool.summary_rows()
-        down = fx.pool.down_endpoints()
+        summary["llm"] = fx.summary_rows()
+        down = fx.down_endpoints()
         for part in summary.values():  # a parent flow (the factory) reports what its stages found down
             if isinstance(part, dict):
                 down.update(part.get("endpoints_down") or {})
@@ -68,15 +71,3 @@ def _artifacts(name: str, summary: dict[str, Any]) -> None:
         lines += ["", "## Endpoints declared down", ""]
         lines += [f"- `{n}`: {why}" for n, why in summary["endpoints_down"].items()]
     create_markdown_artifact(markdown="\n".join(lines), key=f"{name}-report", description=f"libra {name} report")
-
-
-def merge(total: dict[str, Any], part: dict[str, Any]) -> None:
-    for k, v in part.items():
-        if isinstance(v, int | float) and not isinstance(v, bool):
-            total[k] = total.get(k, 0) + v
-        elif isinstance(v, dict):
-            merge(total.setdefault(k, {}), v)
-        else:
-            total[k] = v
-
-

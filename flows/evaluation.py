@@ -18,12 +18,12 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from libra.flows.common import merge, stage_run
-from libra.tasks.annotation.batch_tasks import batches
 from libra.tasks.core.config import ConfigError, Evaluation
 from libra.tasks.core.overrides import with_overrides
 from libra.tasks.core.runs import Factory
 from libra.tasks.evaluation import guard as guards
 from libra.tasks.evaluation import metrics
+from libra.tasks.llm.step import run_step, slices
 from libra.tasks.training import batch_tasks
 from libra.tasks.training.guard_prompt import GuardInstruction
 from libra.warehouse import Warehouse
@@ -59,9 +59,9 @@ def evaluate_guard(fx: Factory, g: guards.Guard, benchmark: str, ev: Evaluation,
         merge(done, batch_tasks.guard_offline(fx, g, benchmark, items, ev, instruction, workdir))
     elif items.height:
         assert g.endpoint is not None
+        context = guards.GuardContext(g, benchmark, instruction, ev.max_tokens, ev.structured)
         with guards.managed_endpoints([g.endpoint], fx.cfg, wh.path.parent / "logs"):
-            for batch in batches(items, fx.cfg.sizes.batch_size):
-                merge(done, batch_tasks.guard_endpoint_batch(fx, g, benchmark, batch, ev, instruction))
+            merge(done, run_step(fx, guards.GUARD_ENDPOINT, slices(items, fx.cfg.sizes.batch_size), context)[0])
     return done
 
 

@@ -7,8 +7,9 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from libra.flows.common import merge, stage_run
-from libra.tasks.annotation import batch_tasks, dawid_skene, judge
+from libra.tasks.annotation import dawid_skene, judge, respond
 from libra.tasks.core.runs import Factory
+from libra.tasks.llm import step
 from libra.tasks.reports import agreement
 from libra.warehouse import sql_text
 
@@ -17,13 +18,10 @@ from libra.warehouse import sql_text
 def respond_flow(config: str, warehouse: str | None = None, parent_run_id: str | None = None) -> dict:
     """Fan every kept query out to every responder."""
     with stage_run("respond", config, warehouse, parent_run_id) as (fx, summary):
-        wanted = batch_tasks.respond.wanted_responses(
-            fx.endpoint_pairs(fx.cfg.roles.responders), fx.cfg.sizes.samples_per_responder
-        )
-        pending = fx.warehouse.query(sql_text("queries/pending_responses.sql"), frames={"wanted": wanted})
-        summary["pending"] = pending.height
-        for batch in batch_tasks.batches(pending, fx.cfg.sizes.batch_size):
-            merge(summary, batch_tasks.respond_batch(fx, batch))
+        wanted = respond.wanted_responses(fx.endpoint_pairs(fx.cfg.roles.responders), fx.cfg.sizes.samples_per_responder)
+        pending = step.pages(fx.warehouse, respond.RESPOND.pending, fx.cfg.sizes.batch_size, frames={"wanted": wanted})
+        done, summary["pending"] = step.run_step(fx, respond.RESPOND, pending)
+        merge(summary, done)
     return summary
 
 
@@ -34,10 +32,10 @@ def annotate_flow(config: str, warehouse: str | None = None, parent_run_id: str 
         setup = judge.JudgeSetup.from_config(fx.cfg, fx.taxonomy)  # a bad rules file fails before any call
         # vote.drop_judges are neither asked nor counted; every other judge is asked until it answers
         judges = pl.DataFrame(fx.endpoint_pairs(fx.cfg.voting_judges), schema=["judge", "model"], orient="row")
-        pending = fx.warehouse.query(sql_text("queries/pending_votes.sql"), frames={"judges": judges})
-        summary["pending_votes"] = pending.height
-        for batch in batch_tasks.batches(pending, fx.cfg.sizes.batch_size):
-            merge(summary, {"votes": batch_tasks.judge_batch(fx, batch, setup)})
+        pending = step.pages(fx.warehouse, judge.JUDGE.pending, fx.cfg.sizes.batch_size, frames={"judges": judges})
+        votes, summary["pending_votes"] = step.run_step(fx, judge.JUDGE, pending, setup)
+        if votes:
+            merge(summary, {"votes": votes})
         if fx.cfg.vote.method == "dawid_skene":  # before adjudication: low-confidence labels are hard samples
             summary["label_model"] = _publish_label_model(fx)
         if fx.cfg.roles.adjudicator:
@@ -45,9 +43,11 @@ def annotate_flow(config: str, warehouse: str | None = None, parent_run_id: str 
                 sql_text("queries/pending_adjudications.sql"), {"n_judges": len(fx.cfg.voting_judges)}
             )
             summary["pending_adjudications"] = hard.height
-            for batch in batch_tasks.batches(hard, fx.cfg.sizes.batch_size):
-                merge(summary, {"adjudications": batch_tasks.adjudicate_batch(fx, batch, setup)})
-        status = fx.warehouse.query("SELECT vote_status, count(*) AS n FROM v_final_labels GROUP BY 1")
+            done, _ = step.run_step(fx, judge.ADJUDICATE, step.slices(hard, fx.cfg.sizes.batch_size),
+                                    judge.AdjudicationContext(setup, fx.cfg.roles.adjudicator))
+            if done:
+                merge(summary, {"adjudications": done})
+        status = fx.warehouse.query(sql_text("queries/vote_status_counts.sql"))
         summary["vote_status"] = dict(status.iter_rows())
         summary["agreement"] = _publish_agreement(fx)
     return summary

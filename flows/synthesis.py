@@ -11,25 +11,18 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from libra.flows.common import merge, stage_run
-from libra.tasks.annotation.batch_tasks import batches
 from libra.tasks.core.config import load_config
 from libra.tasks.core.prompts import load_taxonomy
 from libra.tasks.core.runs import Factory
 from libra.tasks.data.imports import load_import_spec
+from libra.tasks.llm.step import run_step, slices, stored_ids
 from libra.tasks.reports.coverage import coverage_report
 from libra.tasks.synthesis import elements, synthesize, translate
-from libra.tasks.synthesis.batch_tasks import (
-    augment_batch,
-    elements_batch,
-    existing_ids,
-    store_translated_pairs,
-    synthesize_batch,
-    translate_batch,
-)
+from libra.tasks.synthesis.batch_tasks import store_translated_pairs
 from libra.tasks.synthesis.generation_calls import attempts_by_cell
 from libra.warehouse import sql_text
 
-LIBRARY_SQL = "SELECT element_id, scenario, subcategory, kind, text FROM elements ORDER BY element_id"
+LIBRARY_SQL = sql_text("queries/element_library.sql")
 
 
 def _coverage(fx: Factory, name: str, summary: dict[str, Any]) -> None:
@@ -56,8 +49,11 @@ def elements_flow(config: str, warehouse: str | None = None, parent_run_id: str 
             if plan.is_empty():
                 break
             merge(summary, {"planned_calls": plan.height})
-            for batch in batches(plan, sizes.batch_size):
-                merge(summary, elements_batch(fx, batch, fx.warehouse.query(LIBRARY_SQL)))
+            # one batch at a time (ELEMENTS.in_flight): each batch's prompts list the library stored so far
+            batches = ((b, elements.library_context(fx.warehouse.query(LIBRARY_SQL), fx.cfg.roles.synthesizer))
+                       for b in slices(plan, sizes.batch_size))
+            for batch, context in batches:
+                merge(summary, run_step(fx, elements.ELEMENTS, [batch], context)[0])
         stored = fx.warehouse.query(LIBRARY_SQL).group_by("scenario", "subcategory", "kind").len("n")
         summary["library"] = {k: int(stored.filter(pl.col("kind") == k)["n"].sum()) for k in elements.KINDS}
         # cells still short after every round (e.g. a model that keeps refusing a subcategory)
@@ -72,8 +68,8 @@ def synthesize_flow(config: str, warehouse: str | None = None, parent_run_id: st
     with stage_run("synthesize", config, warehouse, parent_run_id) as (fx, summary):
         sizes = fx.cfg.sizes
         targets = synthesize.synthesis_targets(fx.taxonomy, sizes)
-        with fx.warehouse.writer() as con:  # the plan of this run replaces the last one's
-            con.execute("DELETE FROM synthesis_targets")
+        with fx.warehouse.writer():  # the plan of this run replaces the last one's
+            fx.warehouse.execute(sql_text("queries/clear_synthesis_targets.sql"))
             fx.warehouse.insert("synthesis_targets", targets.with_columns(run_id=pl.lit(fx.run_id)))
         library = fx.warehouse.query(LIBRARY_SQL)
         summary["targets"] = {"harmful_per_subcategory": sizes.harmful_target,
@@ -88,8 +84,8 @@ def synthesize_flow(config: str, warehouse: str | None = None, parent_run_id: st
             if plan.is_empty():
                 break
             merge(summary, {"planned_calls": plan.height})
-            for batch in batches(plan, sizes.batch_size):
-                merge(summary, synthesize_batch(fx, batch))
+            merge(summary, run_step(fx, synthesize.SYNTHESIZE, slices(plan, sizes.batch_size),
+                                    fx.cfg.roles.synthesizer)[0])
         _coverage(fx, "synthesize", summary)
     return summary
 
@@ -110,8 +106,8 @@ def augment_flow(config: str, warehouse: str | None = None, parent_run_id: str |
                                                                            sizes.top_up_rounds)
             if pending.is_empty():
                 break
-            for batch in batches(pending, sizes.batch_size):
-                merge(summary, augment_batch(fx, batch))
+            merge(summary, run_step(fx, synthesize.AUGMENT, slices(pending, sizes.batch_size),
+                                    fx.cfg.roles.synthesizer)[0])
         _coverage(fx, "augment", summary)
     return summary
 
@@ -143,21 +139,21 @@ def translate_flow(config: str, warehouse: str | None = None, parent_run_id: str
         summary.update(input=str(input), records=records.height, skipped=dict(data.skipped))
         rounds = fx.cfg.sizes.top_up_rounds
         for _ in range(rounds):
-            paired = existing_ids(fx.warehouse, "translated_pairs", "pair_id", records["pair_id"].to_list())
+            paired = stored_ids(fx.warehouse, "queries/stored_pair_ids.sql", records["pair_id"].to_list())
             pending = records.filter(~pl.col("pair_id").is_in(list(paired)))
             if pending.is_empty():
                 break
             tids = [t for t in pending["query_tid"].to_list() + pending["response_tid"].to_list() if t]
-            translated = existing_ids(fx.warehouse, "translations", "translation_id", tids)
+            translated = stored_ids(fx.warehouse, "queries/stored_translation_ids.sql", tids)
             attempts = attempts_by_cell(fx.warehouse, "translate", translate.TEXT_CELL)
             texts, summary["gave_up_texts"] = translate.texts_to_translate(pending, translated, attempts, rounds)
-            for batch in batches(texts, fx.cfg.sizes.batch_size):
-                merge(summary, translate_batch(fx, batch))
-            for batch in batches(pending, fx.cfg.sizes.batch_size):
+            merge(summary, run_step(fx, translate.TRANSLATE, slices(texts, fx.cfg.sizes.batch_size),
+                                    fx.cfg.roles.synthesizer)[0])
+            for batch in slices(pending, fx.cfg.sizes.batch_size):
                 merge(summary, store_translated_pairs(fx, batch))
             if texts.is_empty():
                 break
-        paired = existing_ids(fx.warehouse, "translated_pairs", "pair_id", records["pair_id"].to_list())
+        paired = stored_ids(fx.warehouse, "queries/stored_pair_ids.sql", records["pair_id"].to_list())
         summary["records_translated"] = len(paired)
         summary["records_left"] = records.height - len(paired)
     return summary

@@ -11,6 +11,7 @@ the verdict JSON schema; the answer is parsed leniently either way (tasks/annota
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from libra.tasks.core.config import FactoryConfig
 from libra.tasks.core.ids import content_hash, vote_id
 from libra.tasks.core.prompts import Taxonomy, frame_nonce, load_rules, load_template
 from libra.tasks.llm.pool import LLMRequest, LLMResult
+from libra.tasks.llm.step import LLMStep, PendingQuery, StepOutput, Write
 
 VOTE_SCHEMA = {
     "vote_id": pl.String, "response_id": pl.String, "judge": pl.String, "model": pl.String, "label": pl.String,
@@ -190,3 +192,51 @@ def adjudication_rows(
             "prompt_version": res.request.template_version, "call_key": res.call_key, "run_id": run_id,
         })
     return pl.DataFrame(rows, schema=ADJUDICATION_SCHEMA)
+
+
+# -- the steps (tasks/llm/step.py) ---------------------------------------------------------------
+
+
+def judge_output(pending: pl.DataFrame, results: list[LLMResult], setup: JudgeSetup, run_id: str,
+                 _stored: set[str]) -> StepOutput:
+    rows = vote_rows(pending, results, run_id)
+    tables = {"votes": rows}
+    if setup.ask_prompt_label:  # a vote and its prompt-level label land together
+        tables["prompt_labels"] = prompt_label_rows(pending, results, run_id)
+    counts = Counter(rows["status"].to_list())
+    return StepOutput(tables=tables, counts={
+        "requests": len(results), "ok": counts.get("ok", 0), "abstain": counts.get("abstain", 0),
+        "failed": counts.get("failed", 0)})
+
+
+# Reads queries/pending_votes.sql with the registered frame `judges` (judge, model); context: JudgeSetup.
+JUDGE = LLMStep(
+    name="annotate", requests=judge_requests, rows=judge_output,
+    writes=(Write("votes", on_conflict="replace"), Write("prompt_labels", on_conflict="replace")),
+    pending=PendingQuery("queries/pending_votes.sql", key=(("response_id", ""), ("judge", ""))),
+)
+
+
+@dataclass(frozen=True)
+class AdjudicationContext:
+    setup: JudgeSetup
+    adjudicator: str  # the endpoint's name
+
+
+def _adjudication_requests(pending: pl.DataFrame, ctx: AdjudicationContext) -> list[LLMRequest]:
+    return adjudication_requests(pending, ctx.adjudicator, ctx.setup)
+
+
+def adjudication_output(pending: pl.DataFrame, results: list[LLMResult], ctx: AdjudicationContext, run_id: str,
+                        _stored: set[str]) -> StepOutput:
+    rows = adjudication_rows(pending, results, ctx.adjudicator, run_id)
+    return StepOutput(tables={"adjudications": rows},
+                      counts={"requests": len(results), "failed": sum(not r.ok for r in results)})
+
+
+# Hard samples are few (a share of the responses): queries/pending_adjudications.sql is read whole and
+# sliced by the flow.
+ADJUDICATE = LLMStep(
+    name="adjudicate", requests=_adjudication_requests, rows=adjudication_output,
+    writes=(Write("adjudications", count_as="adjudicated"),),
+)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from typing import Any
+
 import polars as pl
 
 from libra.tasks.core.ids import response_id
 from libra.tasks.llm.pool import LLMRequest, LLMResult
+from libra.tasks.llm.step import LLMStep, PendingQuery, StepOutput, Write
 
 RESPONSE_SCHEMA = {
     "response_id": pl.String, "query_id": pl.String, "responder": pl.String, "model": pl.String,
@@ -39,3 +43,26 @@ def response_rows(pending: pl.DataFrame, results: list[LLMResult], run_id: str) 
             "error": res.error, "call_key": res.call_key, "run_id": run_id,
         })
     return pl.DataFrame(rows, schema=RESPONSE_SCHEMA)
+
+
+def respond_output(pending: pl.DataFrame, results: list[LLMResult], _context: Any, run_id: str,
+                   _stored: set[str]) -> StepOutput:
+    rows = response_rows(pending, results, run_id)
+    counts = Counter(rows["status"].to_list())
+    return StepOutput(tables={"responses": rows}, counts={
+        "requests": len(results), "ok": counts.get("ok", 0), "failed": counts.get("failed", 0),
+        "cached": sum(r.cached for r in results)})
+
+
+def _requests(pending: pl.DataFrame, _context: Any) -> list[LLMRequest]:
+    return respond_requests(pending)
+
+
+# Reads queries/pending_responses.sql with the registered frame `wanted` (wanted_responses).
+RESPOND = LLMStep(
+    name="respond", requests=_requests, rows=respond_output,
+    # replace: a response that failed in an earlier run and succeeded now overwrites its failure
+    writes=(Write("responses", on_conflict="replace"),),
+    pending=PendingQuery("queries/pending_responses.sql",
+                         key=(("query_id", ""), ("responder", ""), ("sample_index", -1))),
+)

@@ -34,6 +34,7 @@ from libra.tasks.data.benchmarks import check_name, read_benchmark
 from libra.tasks.data.benchmarks import register_benchmark as store_benchmark
 from libra.tasks.llm.pool import LLMRequest, LLMResult
 from libra.tasks.llm.servers import ServerProcess, start_server
+from libra.tasks.llm.step import LLMStep, StepOutput, Write
 from libra.tasks.training.guard_prompt import GuardInstruction
 from libra.warehouse import Warehouse
 
@@ -292,6 +293,42 @@ def endpoint_answers(results: list[LLMResult]) -> list[dict[str, Any]]:
 
 
 # -- offline vLLM (parent side) -------------------------------------------------------------------
+
+
+def prediction_counts(rows: pl.DataFrame) -> dict[str, Any]:
+    """A batch's answered / failed / unparsed counts (the eval summary per guard)."""
+    status = rows["status"].value_counts()
+    n = dict(zip(status["status"].to_list(), status["count"].to_list(), strict=True))
+    return {"answered": n.get("ok", 0), "failed": n.get("failed", 0),
+            "unparsed": int(rows.filter(rows["label"].is_null() & (rows["status"] == "ok")).height)}
+
+
+@dataclass(frozen=True)
+class GuardContext:
+    """What every request of a guard's evaluation on an endpoint shares (picklable)."""
+
+    guard: Guard
+    benchmark: str
+    instruction: GuardInstruction
+    max_tokens: int
+    structured: str
+
+
+def _guard_requests(items: pl.DataFrame, ctx: GuardContext) -> list[LLMRequest]:
+    return endpoint_requests(ctx.guard, items, ctx.instruction, ctx.max_tokens, ctx.structured)
+
+
+def guard_output(items: pl.DataFrame, results: list[LLMResult], ctx: GuardContext, run_id: str,
+                 _stored: set[str]) -> StepOutput:
+    rows = prediction_rows(ctx.guard, ctx.benchmark, items["item_id"].to_list(), endpoint_answers(results),
+                           answer_version(ctx.instruction, ctx.max_tokens), run_id)
+    return StepOutput(tables={"predictions": rows},
+                      counts={**prediction_counts(rows), "cached": sum(r.cached for r in results)})
+
+
+# A guard served on an endpoint; a checkpoint runs offline through vLLM instead (run_offline).
+GUARD_ENDPOINT = LLMStep(name="eval", requests=_guard_requests, rows=guard_output,
+                         writes=(Write("predictions", on_conflict="replace"),))
 
 
 def run_offline(checkpoint: Path, items: pl.DataFrame, instruction: GuardInstruction, engine: VllmEngine,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -18,6 +19,7 @@ from libra.tasks.core.config import Sizes
 from libra.tasks.core.ids import content_hash, normalize_for_id
 from libra.tasks.core.prompts import Taxonomy, load_template
 from libra.tasks.llm.pool import LLMRequest, LLMResult
+from libra.tasks.llm.step import LLMStep, StepOutput, Write
 from libra.tasks.synthesis.generation_calls import Attempts, call_row, new_items
 
 KINDS = ("behaviour", "event")
@@ -101,3 +103,39 @@ def parse_elements(plan: pl.DataFrame, results: list[LLMResult], stored_ids: set
         calls.append(call_row(res, run_id, "elements", outcome, scenario=p["scenario"],
                               subcategory=p["subcategory"], method=p["kind"]))
     return pl.DataFrame(rows, schema=ELEMENT_COLUMNS), calls, rejected
+
+
+# -- the step (tasks/llm/step.py) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ElementsContext:
+    existing: dict[tuple[str, str], list[str]]  # (subcategory, kind) -> stored texts, listed in the prompt
+    endpoint: str  # the synthesizer
+
+
+def library_context(library: pl.DataFrame, endpoint: str) -> ElementsContext:
+    """library: the stored elements (element_id, subcategory, kind, text)."""
+    existing: dict[tuple[str, str], list[str]] = {}
+    for r in library.iter_rows(named=True):
+        existing.setdefault((r["subcategory"], r["kind"]), []).append(r["text"])
+    return ElementsContext(existing, endpoint)
+
+
+def _requests(plan: pl.DataFrame, ctx: ElementsContext) -> list[LLMRequest]:
+    return element_requests(plan, ctx.existing, ctx.endpoint)
+
+
+def elements_output(plan: pl.DataFrame, results: list[LLMResult], _ctx: ElementsContext, run_id: str,
+                    stored: set[str]) -> StepOutput:
+    rows, calls, rejected = parse_elements(plan, results, stored, run_id)
+    return StepOutput(tables={"elements": rows}, generation_calls=calls, candidate_ids=rows["element_id"].to_list(),
+                      counts={"calls": len(results), "rejected": dict(rejected)})
+
+
+ELEMENTS = LLMStep(
+    name="elements", requests=_requests, rows=elements_output,
+    writes=(Write("elements", count_as="elements_new"),),
+    dedup_against="queries/stored_element_ids.sql",
+    in_flight=1,  # a batch's prompts list the library the batch before it stored
+)

@@ -20,6 +20,7 @@ from libra.tasks.core.config import Sizes
 from libra.tasks.core.ids import content_hash, query_id
 from libra.tasks.core.prompts import Taxonomy, frame_nonce, load_template
 from libra.tasks.llm.pool import LLMRequest, LLMResult
+from libra.tasks.llm.step import LLMStep, StepOutput, Write
 from libra.tasks.synthesis.elements import subcategory_descriptions
 from libra.tasks.synthesis.generation_calls import Attempts, call_row, new_items
 
@@ -235,3 +236,34 @@ def parse_augmentations(pending: pl.DataFrame, results: list[LLMResult], stored_
                               intent=parent["intended_label"], method=parent["aug_method"],
                               subject=parent["query_id"]))
     return pl.DataFrame(rows, schema=QUERY_COLUMNS), calls, rejected
+
+
+# -- the steps (tasks/llm/step.py); context: the synthesizer endpoint's name ---------------------
+
+
+def synthesis_output(plan: pl.DataFrame, results: list[LLMResult], _endpoint: str, run_id: str,
+                     stored: set[str]) -> StepOutput:
+    rows, calls, rejected = parse_synthesis(plan, results, stored, run_id)
+    return StepOutput(tables={"queries": rows}, generation_calls=calls, candidate_ids=rows["query_id"].to_list(),
+                      counts={"calls": len(results), "rejected": dict(rejected),
+                              "new_by_intent": dict(Counter(rows["intended_label"].to_list()))})
+
+
+def augmentation_output(pending: pl.DataFrame, results: list[LLMResult], _endpoint: str, run_id: str,
+                        stored: set[str]) -> StepOutput:
+    rows, calls, rejected = parse_augmentations(pending, results, stored, run_id)
+    return StepOutput(tables={"queries": rows}, generation_calls=calls, candidate_ids=rows["query_id"].to_list(),
+                      counts={"calls": len(results), "rejected": dict(rejected),
+                              "methods": dict(Counter(pending["aug_method"].to_list()))})
+
+
+def _augmentation_requests(pending: pl.DataFrame, endpoint: str) -> list[LLMRequest]:
+    return augmentation_requests(pending, endpoint)
+
+
+SYNTHESIZE = LLMStep(name="synthesize", requests=synthesis_requests, rows=synthesis_output,
+                     writes=(Write("queries", count_as="queries_new"),),
+                     dedup_against="queries/stored_query_ids.sql")
+AUGMENT = LLMStep(name="augment", requests=_augmentation_requests, rows=augmentation_output,
+                  writes=(Write("queries", count_as="queries_new"),),
+                  dedup_against="queries/stored_query_ids.sql")

@@ -38,6 +38,7 @@ from libra.tasks.data.imports import (
     read_records,
 )
 from libra.tasks.llm.pool import LLMRequest, LLMResult
+from libra.tasks.llm.step import LLMStep, StepOutput, Write
 from libra.tasks.synthesis.generation_calls import Attempts, CallOutcome, call_row
 from libra.tasks.synthesis.synthesize import QUERY_COLUMNS
 from libra.tasks.synthesis.text_lists import parse_translation
@@ -260,3 +261,17 @@ def pair_rows(pending: pl.DataFrame, translations: pl.DataFrame,
     return (pl.DataFrame(queries, schema=QUERY_COLUMNS).unique("query_id", keep="first", maintain_order=True),
             pl.DataFrame(responses, schema=RESPONSE_COLUMNS).unique("response_id", keep="first", maintain_order=True),
             pl.DataFrame(pairs, schema=PAIR_COLUMNS))
+
+
+# -- the step (tasks/llm/step.py); context: the synthesizer endpoint's name ----------------------
+
+
+def translation_output(texts: pl.DataFrame, results: list[LLMResult], _endpoint: str, run_id: str,
+                       _stored: set[str]) -> StepOutput:
+    rows, calls, rejected = parse_translations(texts, results, run_id)
+    return StepOutput(tables={"translations": rows}, generation_calls=calls,
+                      counts={"calls": len(results), "rejected": dict(rejected)})
+
+
+TRANSLATE = LLMStep(name="translate", requests=translation_requests, rows=translation_output,
+                    writes=(Write("translations", count_as="translations_new"),))

@@ -1,13 +1,12 @@
 """Thin Prefect tasks for training and evaluation (see tasks/annotation/batch_tasks.py for the pattern).
 
 Training stages and offline inference are not retried: they fail the same way twice (a model that
-does not load, data that does not fit) and cost minutes each. Endpoint batches are retried like every
-other LLM batch; the LLM cache makes a retry pay only for what failed.
+does not load, data that does not fit) and cost minutes each. A guard on an endpoint is the step
+GUARD_ENDPOINT (tasks/evaluation/guard.py), run by the one batch task of tasks/llm/step.py.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from libra.tasks.training import trainer
 from libra.tasks.training.guard_prompt import GuardInstruction
 
 _ONCE = {"cache_policy": NONE, "persist_result": False, "retries": 0}
-_BATCH = {"cache_policy": NONE, "persist_result": False, "retries": 2, "retry_delay_seconds": 5}
 
 
 @task(name="train-stage", **_ONCE)
@@ -42,12 +40,6 @@ def export_variant(fx: Factory, critic: str, instruction: GuardInstruction) -> t
     return trainer.resolve_export(fx.warehouse, fx.cfg, done["export_id"])
 
 
-def _counts(rows: Any) -> dict[str, Any]:
-    status = Counter(rows["status"].to_list())
-    return {"answered": status.get("ok", 0), "failed": status.get("failed", 0),
-            "unparsed": int(rows.filter(rows["label"].is_null() & (rows["status"] == "ok")).height)}
-
-
 @task(name="guard-offline", **_ONCE)
 def guard_offline(fx: Factory, guard: guards.Guard, benchmark: str, items: Any, ev: Evaluation,
                   instruction: GuardInstruction, workdir: Path) -> dict[str, Any]:
@@ -56,15 +48,4 @@ def guard_offline(fx: Factory, guard: guards.Guard, benchmark: str, items: Any, 
     rows = guards.prediction_rows(guard, benchmark, items["item_id"].to_list(), answers,
                                   guards.answer_version(instruction, ev.max_tokens), fx.run_id)
     fx.warehouse.insert("predictions", rows, on_conflict="replace")
-    return _counts(rows)
-
-
-@task(name="guard-endpoint-batch", **_BATCH)
-def guard_endpoint_batch(fx: Factory, guard: guards.Guard, benchmark: str, items: Any, ev: Evaluation,
-                         instruction: GuardInstruction) -> dict[str, Any]:
-    results = fx.pool.run(guards.endpoint_requests(guard, items, instruction, ev.max_tokens, ev.structured),
-                          desc=f"eval {guard.model}")  # no colons: rich reads :name: as an emoji
-    rows = guards.prediction_rows(guard, benchmark, items["item_id"].to_list(), guards.endpoint_answers(results),
-                                  guards.answer_version(instruction, ev.max_tokens), fx.run_id)
-    fx.warehouse.insert("predictions", rows, on_conflict="replace")
-    return {**_counts(rows), "cached": sum(r.cached for r in results)}
+    return guards.prediction_counts(rows)
