@@ -74,14 +74,15 @@ class BenchmarkIndex:
         return self.wh.query(sql_text("queries/benchmark_references.sql"), self.method, frames={"refs": ref_ids})
 
 
-def _append(wh: Warehouse, table: str, frame: pl.DataFrame) -> None:
-    """Plain INSERT for the bucket tables (no key to be idempotent on: callers insert each row once)."""
+def _append(wh: Warehouse, query_file: str, frame: pl.DataFrame) -> None:
+    """A plain INSERT of `frame` (registered as `_rows`) for the bucket tables: they have no key to be
+    idempotent on, and callers insert each row once."""
     if frame.is_empty():
         return
     with wh.writer() as con:
         con.register("_rows", frame.to_arrow())
         try:
-            con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM _rows')
+            con.execute(sql_text(query_file))
         finally:
             con.unregister("_rows")
 
@@ -97,7 +98,7 @@ def _store_query_sketches(wh: Warehouse, ids: list[str], sketch: Sketch, positio
         "run_id": run_id}, schema={"query_id": pl.String, "method": pl.String, "signature": pl.Binary,
                                    "run_id": pl.String}))
     buckets = bucket_frame(sketch, positions)
-    _append(wh, "minhash_buckets", buckets.select(
+    _append(wh, "queries/append_minhash_buckets.sql", buckets.select(
         method=pl.lit(params.method), bucket="bucket",
         query_id=pl.Series([ids[p] for p in buckets["pos"].to_list()], dtype=pl.String)))
 
@@ -132,8 +133,8 @@ def pending_pages(wh: Warehouse, page_size: int) -> Iterator[pl.DataFrame]:
     read after the caller has decided the one before (keyset cursor: a page never repeats)."""
     after_seq, after_id = -(1 << 62), ""
     while True:
-        page = wh.query(sql_text("queries/pending_dedup.sql") + f"\nLIMIT {int(page_size)}",
-                        {"after_seq": after_seq, "after_id": after_id})
+        page = wh.query(sql_text("queries/pending_dedup.sql"),
+                        {"after_seq": after_seq, "after_id": after_id, "page_size": page_size})
         if page.is_empty():
             return
         yield page
@@ -142,7 +143,7 @@ def pending_pages(wh: Warehouse, page_size: int) -> Iterator[pl.DataFrame]:
 
 def largest_clusters(wh: Warehouse, limit: int = 5) -> list[dict[str, Any]]:
     """The largest dedup clusters (v_dedup_clusters), for the run summary."""
-    rows = wh.query(sql_text("queries/dedup_largest_clusters.sql") + f"\nLIMIT {int(limit)}")
+    rows = wh.query(sql_text("queries/dedup_largest_clusters.sql"), {"limit": limit})
     return rows.to_dicts()
 
 
@@ -181,7 +182,7 @@ def sketch_benchmarks(wh: Warehouse, params: DedupParams, run_id: str, tok: Toke
             signature=pl.Series(signature_bytes(sketch.signatures[positions]), dtype=pl.Binary),
             run_id=pl.lit(run_id)))
         item_of = keep.select(pos=pl.col("pos").cast(pl.Int64), benchmark="benchmark", item_id="item_id")
-        _append(wh, "benchmark_buckets", bucket_frame(sketch, positions).join(item_of, on="pos")
+        _append(wh, "queries/append_benchmark_buckets.sql", bucket_frame(sketch, positions).join(item_of, on="pos")
                 .select(method=pl.lit(params.method), bucket="bucket", benchmark="benchmark", item_id="item_id"))
         matches = match_references(sketch, positions, QueryIndex(wh, params, kept_only=False), params, tok)
         rows = pl.DataFrame(schema=DECONTAM_SCHEMA)
@@ -199,8 +200,7 @@ def backfill_signatures(wh: Warehouse, params: DedupParams, run_id: str, tok: To
     so new queries are compared with them too. Returns how many texts were sketched."""
     done = 0
     while True:
-        todo = wh.query(sql_text("queries/dedup_unsketched.sql") + f"\nLIMIT {int(batch_size)}",
-                        {"method": params.method})
+        todo = wh.query(sql_text("queries/dedup_unsketched.sql"), {"method": params.method, "page_size": batch_size})
         if todo.is_empty():
             return done
         sketch = sketch_texts(todo["text"].to_list(), params, tok)
@@ -211,7 +211,7 @@ def backfill_signatures(wh: Warehouse, params: DedupParams, run_id: str, tok: To
 
 def stored_params(wh: Warehouse) -> DedupParams | None:
     """The parameters of the latest dedup run on this warehouse, if any."""
-    value = wh.scalar("SELECT value FROM settings WHERE key = ?", [PARAMS_SETTING])
+    value = wh.scalar(sql_text("queries/setting_value.sql"), [PARAMS_SETTING])
     return DedupParams.from_dict(json.loads(value)) if value else None
 
 
