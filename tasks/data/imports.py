@@ -19,7 +19,6 @@ import sys
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -31,8 +30,10 @@ from libra.tasks.core.config import invalid_keys, yaml_mapping
 from libra.tasks.core.errors import InputError
 from libra.tasks.core.ids import content_hash, file_sha256, query_id
 from libra.tasks.core.prompts import Taxonomy, load_taxonomy, prompt_path
+from libra.tasks.core.runs import finish_run, start_run
 from libra.tasks.data.jsonl import json_lines
 from libra.warehouse import Warehouse
+from libra.warehouse.schemas import schema
 
 # The text column is found by name when the column map does not give it (first match wins).
 TEXT_COLUMN_NAMES = ("text", "query", "question", "prompt", "问题")
@@ -602,9 +603,8 @@ def _validate(rec: Record, cols: dict[str, str | None], spec: ImportSpec,
     }
 
 
-QUERY_COLUMNS = {"query_id": pl.String, "text": pl.String, "source": pl.String, "method": pl.String,
-                 "scenario": pl.String, "subcategory": pl.String, "intended_label": pl.String,
-                 "provenance": pl.String}
+QUERY_COLUMNS = schema("queries", "query_id", "text", "source", "method", "scenario", "subcategory",
+                       "intended_label", "provenance")
 
 
 def read_import(files: list[Path], spec: ImportSpec, *, limit: int | None = None,
@@ -670,16 +670,14 @@ def batch_id(result: ImportResult, limit: int | None) -> str:
     return "imp-" + content_hash(sorted(f["sha256"] for f in result.files), spec, limit, length=12)
 
 
-def store_import(wh: Warehouse, result: ImportResult, *, run_id: str, skip_bad: bool,
-                 reject_path: Path | None = None, limit: int | None = None,
-                 record_run: bool = True) -> dict[str, Any]:
+def store_import(wh: Warehouse, result: ImportResult, *, run_id: str | None, skip_bad: bool,
+                 reject_path: Path | None = None, limit: int | None = None) -> dict[str, Any]:
     """Write the good rows, the batch and its rejects in one transaction (all or nothing).
 
-    With bad rows and no `skip_bad`, nothing is written and ImportFailure lists them. `record_run`
-    writes the `runs` row in the same transaction (the CLI path; a flow has its own run row).
+    With bad rows and no `skip_bad`, nothing is written and ImportFailure lists them. Without `run_id`
+    (the CLI path; a flow has its own run row) an `import` run is started and finished in the same
+    transaction.
     """
-    from libra.tasks.core.runs import code_version
-
     if result.bad and not skip_bad:
         raise ImportFailure(failure_message(result.bad))
     bid = batch_id(result, limit)
@@ -690,25 +688,21 @@ def store_import(wh: Warehouse, result: ImportResult, *, run_id: str, skip_bad: 
         "reject_file": str(reject_path) if result.bad and reject_path else None,
         "per_scenario": dict(sorted(counts.items())),
     }
-    rejects = pl.DataFrame(
-        [{"batch_id": bid, "file": b.file, "row": b.row, "line": b.line, "error": b.error, "raw": b.raw,
-          "run_id": run_id} for b in result.bad],
-        schema={"batch_id": pl.String, "file": pl.String, "row": pl.Int64, "line": pl.Int64, "error": pl.String,
-                "raw": pl.String, "run_id": pl.String},
-    )
     written: Path | None = None
     if result.bad and reject_path is not None:
         written = write_rejects(result.bad, reject_path)
+    spec = result.spec.model_dump(mode="json")
     try:
-        with wh.writer() as con:
-            now = datetime.now(UTC).replace(tzinfo=None)
-            if record_run:
-                con.execute(
-                    "INSERT INTO runs (run_id, flow, config, code_version, started_at, finished_at, status) "
-                    "VALUES (?, 'import', ?, ?, ?, ?, 'completed')",
-                    [run_id, json.dumps(result.spec.model_dump(mode="json"), ensure_ascii=False), code_version(),
-                     now, now],
-                )
+        with wh.writer():
+            record_run = run_id is None
+            if run_id is None:
+                run_id = start_run(wh, "import", None)  # an import has no factory config: its spec is in the summary
+            rejects = pl.DataFrame(
+                [{"batch_id": bid, "file": b.file, "row": b.row, "line": b.line, "error": b.error, "raw": b.raw,
+                  "run_id": run_id} for b in result.bad],
+                schema={"batch_id": pl.String, "file": pl.String, "row": pl.Int64, "line": pl.Int64,
+                        "error": pl.String, "raw": pl.String, "run_id": pl.String},
+            )
             rows = result.rows.with_columns(pl.lit(run_id).alias("run_id"))
             new = wh.insert("queries", rows)
             summary["new"] = new
@@ -718,18 +712,18 @@ def store_import(wh: Warehouse, result: ImportResult, *, run_id: str, skip_bad: 
                 "batch_id": bid, "kind": "queries",
                 "dataset": result.spec.dataset or ",".join(sorted({Path(f["file"]).stem for f in result.files})),
                 "files": json.dumps(result.files, ensure_ascii=False),
-                "spec": json.dumps(result.spec.model_dump(mode="json"), ensure_ascii=False),
+                "spec": json.dumps(spec, ensure_ascii=False),
                 "mapping": result.mapping, "n_records": result.n_records, "n_good": result.rows.height,
                 "n_new": new, "n_duplicates": result.n_duplicates, "n_rejected": len(result.bad),
                 "reject_file": str(written) if written else None, "run_id": run_id,
             }]))
             if record_run:
-                con.execute("UPDATE runs SET summary = ? WHERE run_id = ?",
-                            [json.dumps(summary, ensure_ascii=False), run_id])
+                finish_run(wh, run_id, "completed", {**summary, "spec": spec})
     except BaseException:
         if written is not None:
             written.unlink(missing_ok=True)
         raise
+    summary["run_id"] = run_id
     return summary
 
 
@@ -751,8 +745,6 @@ def import_queries(wh: Warehouse, files: list[Path], spec: ImportSpec, *, skip_b
                    dry_run: bool = False) -> dict[str, Any]:
     """Read, validate and store one import. Without `run_id` a `runs` row (flow 'import') is written
     with the rows; `dry_run` validates and reports without writing anything."""
-    from libra.tasks.core.runs import new_run_id
-
     if spec.language != "zh":
         raise ImportFailure(
             f"{files[0] if files else 'input'}: the import config declares language {spec.language!r}; real queries "
@@ -765,9 +757,6 @@ def import_queries(wh: Warehouse, files: list[Path], spec: ImportSpec, *, skip_b
         return {"dry_run": True, "records": result.n_records, "good": result.rows.height,
                 "duplicates_in_input": result.n_duplicates, "rejected": len(result.bad),
                 "per_scenario": dict(sorted(counts.items()))}
-    record_run = run_id is None
-    run_id = run_id or new_run_id("import")
     if reject_path is None and result.bad:
         reject_path = wh.path.parent / "rejects" / f"{batch_id(result, limit)}.jsonl"
-    return store_import(wh, result, run_id=run_id, skip_bad=skip_bad, reject_path=reject_path, limit=limit,
-                        record_run=record_run)
+    return store_import(wh, result, run_id=run_id, skip_bad=skip_bad, reject_path=reject_path, limit=limit)

@@ -327,10 +327,11 @@ def test_every_shared_real_file_imports_with_its_committed_config(tmp_path):
 
 @pytest.mark.realdata
 def test_the_readme_import_commands_run_as_written(tmp_path):
-    """Every `libra import queries` line of the README, run from the repository root."""
+    """Every `libra import queries` line of the README and the docs, run from the repository root."""
     _real()
     root = Path(__file__).resolve().parents[2]
-    lines = [line.strip() for line in (root / "README.md").read_text(encoding="utf-8").splitlines()
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    lines = [line.strip() for page in pages for line in page.read_text(encoding="utf-8").splitlines()
              if line.strip().startswith("libra import queries ../shared/data/real/")]
     assert len(lines) >= 8  # the seven configs and the flags-only XSafety example
     for line in lines:
