@@ -696,7 +696,7 @@ def store_import(wh: Warehouse, result: ImportResult, *, run_id: str | None, ski
         with wh.writer():
             record_run = run_id is None
             if run_id is None:
-                run_id = start_run(wh, "import", None)  # an import has no factory config: its spec is in the summary
+                run_id = start_run(wh, "import", None, config=spec)
             rejects = pl.DataFrame(
                 [{"batch_id": bid, "file": b.file, "row": b.row, "line": b.line, "error": b.error, "raw": b.raw,
                   "run_id": run_id} for b in result.bad],
@@ -718,7 +718,7 @@ def store_import(wh: Warehouse, result: ImportResult, *, run_id: str | None, ski
                 "reject_file": str(written) if written else None, "run_id": run_id,
             }]))
             if record_run:
-                finish_run(wh, run_id, "completed", {**summary, "spec": spec})
+                finish_run(wh, run_id, "completed", summary)
     except BaseException:
         if written is not None:
             written.unlink(missing_ok=True)
