@@ -13,6 +13,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from libra.tasks.annotation.judge import vote_settings
 from libra.tasks.core.config import FactoryConfig, load_config
+from libra.tasks.core.executor import ray_session
 from libra.tasks.core.runs import Factory, finish_run, mark_interrupted_runs, start_run
 from libra.tasks.llm.step import merge  # summaries merged across batches; flows import it from here
 from libra.warehouse import Warehouse
@@ -36,7 +37,9 @@ def stage_run(name: str, config: str, warehouse: str | None, parent_run_id: str 
     if not Path(cfg.export_dir).is_absolute():
         cfg.export_dir = str(wh.path.parent / cfg.export_dir)
     wh.set_settings(vote_settings(cfg))  # the judges a response needs: a failed vote leaves it pending
-    with wh.stage_lock(name):
+    # ray_session: on runner ray, one Ray for the run (an outer flow's, e.g. the factory's, is reused),
+    # started inside the flow run so its workers get this run's Prefect API
+    with wh.stage_lock(name), ray_session(cfg):
         interrupted = mark_interrupted_runs(wh, name)  # we hold the lock: a `running` one is dead
         run_id = start_run(wh, name, cfg, parent_run_id)
         fx = Factory.open(cfg, wh, run_id)

@@ -117,12 +117,14 @@ class BatchResult:
 
 def compute_batch(step: LLMStep, cfg: FactoryConfig, run_id: str, batch: pl.DataFrame, context: Any,
                   cached: dict[str, str], health: dict[str, tuple[int, str | None]] | None = None,
-                  show_progress: bool = True) -> BatchResult:
-    """Run one batch of a step: requests, LLM calls (cached ones answered from `cached`), rows."""
+                  shares: int = 1, show_progress: bool = True) -> BatchResult:
+    """Run one batch of a step: requests, LLM calls (cached ones answered from `cached`), rows.
+    shares: how many batches run at once; each pool gets that share of every endpoint's limits."""
+    from libra.tasks.core.executor import worker_endpoints
     from libra.tasks.llm.pool import LLMPool, MemoryCallLog
 
     log = MemoryCallLog(cached)
-    pool = LLMPool(cfg.endpoints, log, run_id=run_id, show_progress=show_progress)
+    pool = LLMPool(worker_endpoints(cfg, shares), log, run_id=run_id, show_progress=show_progress)
     pool.carry_health(health or {})
     results = pool.run(step.requests(batch, context), desc=step.name)
     output = step.rows(batch, results, context, run_id, set())
@@ -225,6 +227,8 @@ def run_step(fx: Factory, step: LLMStep, batches: Iterable[pl.DataFrame], contex
     """Run a step over batches (keyset `pages` or `slices` of a plan): submit each to the batch task,
     keep a few in flight, store each as it completes (in submission order, so a batch's second parse
     sees the ones before it stored). Returns the merged summary counts and the number of rows run."""
+    from libra.tasks.core.executor import task_runner
+
     task = _batch_task()
     limit = max(1, min(step.in_flight or fx.cfg.sizes.batches_in_flight, fx.cfg.sizes.batches_in_flight))
     summary: dict[str, Any] = {}
@@ -235,17 +239,21 @@ def run_step(fx: Factory, step: LLMStep, batches: Iterable[pl.DataFrame], contex
         future, batch = in_flight.popleft()
         merge(summary, store_batch(fx, step, future.result(), batch, context))
 
-    for batch in batches:
-        if batch.is_empty():
-            continue
-        rows += batch.height
-        cached = cached_answers(fx.warehouse, fx.cfg, step.requests(batch, context))
-        future = task.submit(step, fx.cfg, fx.run_id, batch, context, cached, fx.health)
-        in_flight.append((future, batch))
-        while len(in_flight) >= limit:
+    # threads in this process, or Ray workers (the run's Ray: tasks/core/executor.py, ray_session)
+    with task_runner(fx.cfg) as runner:
+        for batch in batches:
+            if batch.is_empty():
+                continue
+            rows += batch.height
+            cached = cached_answers(fx.warehouse, fx.cfg, step.requests(batch, context))
+            future = runner.submit(task, {"step": step, "cfg": fx.cfg, "run_id": fx.run_id, "batch": batch,
+                                          "context": context, "cached": cached, "health": fx.health,
+                                          "shares": limit})
+            in_flight.append((future, batch))
+            while len(in_flight) >= limit:
+                settle()
+        while in_flight:
             settle()
-    while in_flight:
-        settle()
     return summary, rows
 
 

@@ -113,3 +113,23 @@ def test_ray_workers_share_endpoint_limits_and_leave_nothing_running(
         assert _processes_naming(session.temp_dir) == [], "Ray processes left running"
         assert not Path(session.temp_dir).exists()
     assert not ray.is_initialized()
+
+
+def test_factory_on_ray_ends_with_the_thread_runners_counts(stub, prefect_harness, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole small factory through RayTaskRunner stores what the thread runner stores, table by table."""
+    from libra.flows.factory import factory_flow
+    from libra.warehouse import Warehouse
+
+    monkeypatch.delenv(executor.RUNNER_ENV, raising=False)
+    counts = {}
+    for kind in ("threads", "ray"):
+        tmp = tmp_path / kind
+        tmp.mkdir()
+        factory_flow(str(small_config(stub.url, tmp, runner={"kind": kind, "workers": 2})))
+        counts[kind] = Warehouse(tmp / "test.duckdb", create=False).table_counts()
+    assert counts["ray"]["responses"] > 0 and counts["ray"]["votes"] > counts["ray"]["responses"]
+    assert counts["ray"] == counts["threads"]
+    assert not ray.is_initialized()
+    leftover = [p for p in _processes_naming("libra-ray-") if p != os.getpid()]
+    assert leftover == [], "Ray processes left running"
