@@ -23,22 +23,11 @@ from libra.tasks.core.ids import content_hash, vote_id
 from libra.tasks.core.prompts import Taxonomy, frame_nonce, load_rules, load_template
 from libra.tasks.llm.pool import LLMRequest, LLMResult
 from libra.tasks.llm.step import LLMStep, PendingQuery, StepOutput, Write
+from libra.warehouse.schemas import schema
 
-VOTE_SCHEMA = {
-    "vote_id": pl.String, "response_id": pl.String, "judge": pl.String, "model": pl.String, "label": pl.String,
-    "category": pl.String, "analysis": pl.String, "raw_text": pl.String, "status": pl.String,
-    "error": pl.String, "prompt_version": pl.String, "call_key": pl.String, "run_id": pl.String,
-    "is_refusal": pl.Boolean,
-}
-PROMPT_LABEL_SCHEMA = {
-    "vote_id": pl.String, "query_id": pl.String, "response_id": pl.String, "judge": pl.String,
-    "model": pl.String, "label": pl.String, "prompt_version": pl.String, "run_id": pl.String,
-}
-ADJUDICATION_SCHEMA = {
-    "response_id": pl.String, "adjudicator": pl.String, "model": pl.String, "label": pl.String,
-    "analysis": pl.String, "raw_text": pl.String, "prompt_version": pl.String, "call_key": pl.String,
-    "run_id": pl.String,
-}
+VOTE_SCHEMA = schema("votes")
+PROMPT_LABEL_SCHEMA = schema("prompt_labels")
+ADJUDICATION_SCHEMA = schema("adjudications")
 NO_CATEGORY = "无"
 
 

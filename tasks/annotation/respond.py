@@ -10,12 +10,9 @@ import polars as pl
 from libra.tasks.core.ids import response_id
 from libra.tasks.llm.pool import LLMRequest, LLMResult
 from libra.tasks.llm.step import LLMStep, PendingQuery, StepOutput, Write
+from libra.warehouse.schemas import schema
 
-RESPONSE_SCHEMA = {
-    "response_id": pl.String, "query_id": pl.String, "responder": pl.String, "model": pl.String,
-    "sample_index": pl.Int32, "text": pl.String, "status": pl.String, "error": pl.String,
-    "call_key": pl.String, "run_id": pl.String,
-}
+RESPONSE_SCHEMA = schema("responses")
 
 
 def wanted_responses(responders: list[tuple[str, str]], samples: int) -> pl.DataFrame:

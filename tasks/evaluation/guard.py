@@ -37,14 +37,11 @@ from libra.tasks.llm.servers import ServerProcess, start_server
 from libra.tasks.llm.step import LLMStep, StepOutput, Write
 from libra.tasks.training.guard_prompt import GuardInstruction
 from libra.warehouse import Warehouse
+from libra.warehouse.schemas import schema
 
 # A guard answers with the rear-critic JSON; 256 tokens is what Libra's own inference script allows.
 CHOICE_BODY = {"structured_outputs": {"choice": [SAFE, UNSAFE]}}
-PREDICTION_SCHEMA = {
-    "guard": pl.String, "benchmark": pl.String, "item_id": pl.String, "raw_text": pl.String, "label": pl.String,
-    "how": pl.String, "status": pl.String, "error": pl.String, "prompt_version": pl.String, "call_key": pl.String,
-    "run_id": pl.String,
-}
+PREDICTION_SCHEMA = schema("predictions")
 
 
 class GuardError(ValueError):

@@ -7,13 +7,9 @@ from typing import Any
 import polars as pl
 
 from libra.warehouse import Warehouse, sql_text
+from libra.warehouse.schemas import schema
 
-LLM_CALL_SCHEMA = {
-    "call_key": pl.String, "run_id": pl.String, "endpoint": pl.String, "model": pl.String,
-    "template_version": pl.String, "request": pl.String, "response_text": pl.String, "status": pl.String,
-    "error": pl.String, "attempts": pl.Int32, "prompt_tokens": pl.Int32, "completion_tokens": pl.Int32,
-    "latency_ms": pl.Float64,
-}
+LLM_CALL_SCHEMA = schema("llm_calls")
 
 
 class WarehouseCallLog:

@@ -21,13 +21,10 @@ from libra.tasks.core.prompts import Taxonomy, load_template
 from libra.tasks.llm.pool import LLMRequest, LLMResult
 from libra.tasks.llm.step import LLMStep, StepOutput, Write
 from libra.tasks.synthesis.generation_calls import Attempts, call_row, new_items
+from libra.warehouse.schemas import schema
 
 KINDS = ("behaviour", "event")
-ELEMENT_COLUMNS = {
-    "element_id": pl.String, "scenario": pl.String, "subcategory": pl.String, "kind": pl.String,
-    "text": pl.String, "prompt_version": pl.String, "generator": pl.String, "call_key": pl.String,
-    "run_id": pl.String,
-}
+ELEMENT_COLUMNS = schema("elements")
 # Elements are short phrases that go on one line of a synthesis prompt.
 MIN_CHARS, MAX_CHARS = 2, 40
 # How many stored elements a top-up prompt lists as "already have, do not repeat".

@@ -18,14 +18,9 @@ import polars as pl
 from libra.tasks.llm.pool import LLMResult
 from libra.tasks.synthesis.text_lists import parse_text_list
 from libra.warehouse import Warehouse, sql_text
+from libra.warehouse.schemas import schema
 
-GENERATION_CALL_COLUMNS = {
-    "call_key": pl.String, "run_id": pl.String, "stage": pl.String, "scenario": pl.String,
-    "subcategory": pl.String, "task_type": pl.String, "intent": pl.String, "method": pl.String,
-    "subject": pl.String, "sample_index": pl.Int32, "requested": pl.Int32, "accepted": pl.Int32,
-    "stored": pl.Int32, "status": pl.String, "error": pl.String, "rejected": pl.String,
-    "prompt_version": pl.String, "model": pl.String,
-}
+GENERATION_CALL_COLUMNS = schema("generation_calls")
 # The columns that name what a call was for; top-ups count attempts per combination of them.
 CELL_COLUMNS = ("scenario", "subcategory", "task_type", "intent", "method", "subject")
 

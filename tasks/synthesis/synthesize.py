@@ -23,13 +23,9 @@ from libra.tasks.llm.pool import LLMRequest, LLMResult
 from libra.tasks.llm.step import LLMStep, StepOutput, Write
 from libra.tasks.synthesis.elements import subcategory_descriptions
 from libra.tasks.synthesis.generation_calls import Attempts, call_row, new_items
+from libra.warehouse.schemas import schema
 
-QUERY_COLUMNS = {
-    "query_id": pl.String, "text": pl.String, "source": pl.String, "method": pl.String,
-    "parent_id": pl.String, "scenario": pl.String, "subcategory": pl.String, "task_type": pl.String,
-    "intended_label": pl.String, "elements": pl.String, "original_text": pl.String, "provenance": pl.String,
-    "generator": pl.String, "prompt_version": pl.String, "call_key": pl.String, "run_id": pl.String,
-}
+QUERY_COLUMNS = schema("queries")
 TARGET_COLUMNS = {"scenario": pl.String, "subcategory": pl.String, "task_type": pl.String, "intent": pl.String,
                   "target": pl.Int64}
 PLAN_COLUMNS = {

@@ -42,6 +42,7 @@ from libra.tasks.llm.step import LLMStep, StepOutput, Write
 from libra.tasks.synthesis.generation_calls import Attempts, CallOutcome, call_row
 from libra.tasks.synthesis.synthesize import QUERY_COLUMNS
 from libra.tasks.synthesis.text_lists import parse_translation
+from libra.warehouse.schemas import schema
 
 # The query column is found by name when neither --text-column nor the import config names it.
 QUERY_COLUMN_NAMES = ("query", "prompt", "question", "en", "text")
@@ -52,20 +53,9 @@ INPUT_COLUMNS = {
     "subcategory": pl.String, "intended_label": pl.String, "pair_id": pl.String, "query_tid": pl.String,
     "response_tid": pl.String, "response_index": pl.Int64,
 }
-TRANSLATION_COLUMNS = {
-    "translation_id": pl.String, "kind": pl.String, "original_text": pl.String, "text": pl.String,
-    "prompt_version": pl.String, "generator": pl.String, "call_key": pl.String, "run_id": pl.String,
-}
-PAIR_COLUMNS = {
-    "pair_id": pl.String, "dataset": pl.String, "source_file": pl.String, "source_row": pl.Int64,
-    "query_translation_id": pl.String, "response_translation_id": pl.String, "query_id": pl.String,
-    "response_id": pl.String, "label": pl.String, "run_id": pl.String,
-}
-RESPONSE_COLUMNS = {
-    "response_id": pl.String, "query_id": pl.String, "responder": pl.String, "model": pl.String,
-    "sample_index": pl.Int32, "text": pl.String, "status": pl.String, "error": pl.String,
-    "call_key": pl.String, "run_id": pl.String,
-}
+TRANSLATION_COLUMNS = schema("translations")
+PAIR_COLUMNS = schema("translated_pairs")
+RESPONSE_COLUMNS = schema("responses")
 TEXT_CELL = ("subject", "method")  # translate attempts are counted per text (translation_id) and kind
 
 
