@@ -12,10 +12,8 @@ writes nothing at all.
 from __future__ import annotations
 
 import ast
-import csv
 import json
 import re
-import sys
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,7 +29,13 @@ from libra.tasks.core.errors import InputError
 from libra.tasks.core.ids import content_hash, file_sha256, query_id
 from libra.tasks.core.prompts import Taxonomy, load_taxonomy, prompt_path
 from libra.tasks.core.runs import finish_run, start_run
-from libra.tasks.data.jsonl import json_lines
+from libra.tasks.data.read import (
+    LONE_SURROGATE,
+    BadRecord,
+    CsvOptions,
+    Record,
+    read_file,
+)
 from libra.warehouse import Warehouse
 from libra.warehouse.schemas import schema
 
@@ -44,10 +48,7 @@ BUILTIN_LABELS: dict[str, str | None] = {
     "安全": BENIGN, "safe": BENIGN, "benign": BENIGN, "无害": BENIGN, "不违规": BENIGN, "0": BENIGN,
 }
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-_LONE_SURROGATE = re.compile(r"[\udc80-\udcff]")
 _SPACE = re.compile(r"\s+")
-_SUFFIX_FORMAT = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "csv",
-                  ".parquet": "parquet", ".pq": "parquet"}
 
 
 class ImportFailure(InputError):
@@ -75,7 +76,7 @@ class ImportSpec(_Strict):
     dataset: str | None = None              # a short name stored in provenance (default: the file stem)
     description: str | None = None
     format: Literal["auto", "jsonl", "json", "csv", "parquet"] = "auto"
-    encoding: Literal["auto", "utf-8", "utf-8-sig", "gb18030"] = "auto"
+    encoding: Literal["auto", "utf-8", "utf-8-sig", "gb18030", "utf-16"] = "auto"
     header: bool = True                      # CSV: first row names the columns
     names: list[str] | None = None           # CSV without header: the column names
     delimiter: str = Field(",", min_length=1, max_length=1)
@@ -238,36 +239,7 @@ def load_mapping(name: str, taxonomy: Taxonomy | None = None, relative_to: Impor
 # -- reading -----------------------------------------------------------------------------------------
 
 
-@dataclass
-class Record:
-    """One input record before validation: its position and its fields as read."""
-
-    file: Path
-    row: int              # 1-based record number in the file
-    line: int | None      # 1-based line where the record starts (None for Parquet)
-    fields: dict[str, Any]
-    raw: str
-
-
-@dataclass
-class BadRow:
-    file: str
-    row: int | None
-    line: int | None
-    error: str
-    raw: str = ""
-
-    def __post_init__(self) -> None:
-        # undecodable bytes travel as lone surrogates; stored and written rejects show U+FFFD instead
-        self.raw = _LONE_SURROGATE.sub("\ufffd", self.raw[:2000])
-
-    def where(self) -> str:
-        if self.line is not None:
-            return f"{self.file}:{self.line}"
-        return f"{self.file}: row {self.row}" if self.row is not None else self.file
-
-    def message(self) -> str:
-        return f"{self.where()}: {self.error}"
+BadRow = BadRecord  # a row that cannot be imported: file, row, line, error, raw
 
 
 @dataclass
@@ -284,229 +256,23 @@ class ImportResult:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def detect_format(path: Path, declared: str) -> str:
-    if declared != "auto":
-        return declared
-    fmt = _SUFFIX_FORMAT.get(path.suffix.lower())
-    if fmt is None:
-        raise ImportFailure(f"{path}: cannot tell the format from the suffix {path.suffix!r}; "
-                            "pass --format jsonl|json|csv|parquet")
-    return fmt
-
-
-def detect_encoding(data: bytes) -> str:
-    """UTF-8 (BOM or not) unless the bytes are clearly GB18030.
-
-    A UTF-8 file with a few invalid bytes is still UTF-8 (those rows are bad input); a GB18030 Chinese
-    file read as UTF-8 fails on nearly every non-ASCII byte. So: the share of undecodable bytes among
-    the non-ASCII ones decides, and GB18030 is chosen only when it decodes the whole file.
-    """
-    if data.startswith(b"\xef\xbb\xbf"):
-        return "utf-8-sig"
-    try:
-        data.decode("utf-8")
-        return "utf-8"
-    except UnicodeDecodeError:
-        pass
-    non_ascii = sum(1 for b in data if b >= 0x80)
-    undecodable = len(_LONE_SURROGATE.findall(data.decode("utf-8", "surrogateescape")))
-    if undecodable <= 0.2 * non_ascii:  # GB18030 text read as UTF-8 fails on most of its bytes
-        return "utf-8"
-    try:
-        data.decode("gb18030")
-        return "gb18030"
-    except UnicodeDecodeError:
-        return "utf-8"
-
-
-def common_hanzi_share(text: str) -> tuple[float, int]:
-    """(share, count) of the text's CJK characters that are GB2312 level-1 hanzi, the 3,755 common ones.
-
-    Real Chinese text is nearly all level-1 (a query: 95-100 %); the mojibake of reading UTF-8 bytes as
-    GB18030 (`如何制作` -> `濡備綍鍒`) lands mostly on rare level-2 and GBK-extension characters
-    (about a third). Both readings are "Chinese" to a has-a-hanzi check; this tells them apart."""
-    cjk = _CJK.findall(text)
-    common = sum(0xB0 <= ch.encode("gb2312", "replace")[0] <= 0xD7 for ch in cjk)  # "?" (0x3F) is not common
-    return (common / len(cjk) if cjk else 0.0), len(cjk)
-
-
-def check_declared_encoding(path: Path, data: bytes, declared: str, language: str) -> None:
-    """A declared encoding whose text does not read as Chinese while another reading does is an error:
-    a wrong claim would otherwise store mojibake that passes every per-row check."""
-    if language != "zh" or declared == "auto":
-        return
-    ours, n = common_hanzi_share(decode(data, declared))
-    if n < 4 or ours >= 0.6:
-        return
-    for other in ("utf-8", "gb18030"):
-        if other == declared.removesuffix("-sig"):
-            continue
-        try:
-            text = data.decode(other).removeprefix("\ufeff")
-        except UnicodeDecodeError:
-            continue
-        theirs, _ = common_hanzi_share(text)
-        if theirs >= 0.8:
-            sample = "".join(_CJK.findall(decode(data, declared))[:8])
-            raise ImportFailure(
-                f"{path}: read as the declared encoding {declared} the text is not Chinese (only {ours:.0%} "
-                f"common characters, e.g. {sample!r}); read as {other} it is ({theirs:.0%}). "
-                f"Pass --encoding {other}, or leave the encoding to detection"
-            )
-
-
-def decode(data: bytes, encoding: str) -> str:
-    """Decode keeping undecodable bytes as lone surrogates, so that the row holding them is reported
-    (with its line) instead of the whole file failing or the bytes being silently replaced."""
-    text = data.decode("utf-8" if encoding == "utf-8-sig" else encoding, "surrogateescape")
-    return text.removeprefix("\ufeff")
-
-
-def _records_jsonl(path: Path, text: str, bad: list[BadRow]) -> list[Record]:
-    out: list[Record] = []
-    for row, jl in enumerate(json_lines(text.split("\n")), start=1):
-        if jl.error:
-            bad.append(BadRow(str(path), row, jl.lineno, jl.error, jl.text))
-        elif not isinstance(jl.value, dict):
-            bad.append(BadRow(str(path), row, jl.lineno, f"expected a JSON object, got {type(jl.value).__name__}",
-                              jl.text))
-        else:
-            out.append(Record(path, row, jl.lineno, jl.value, jl.text))
-    return out
-
-
-def _records_json(path: Path, text: str, records_key: str | None) -> list[Record]:
-    """A JSON array of objects (or a list under `records_key`), parsed element by element so that every
-    record knows its line. A malformed element makes the rest unreadable: that fails the file."""
-    dec = json.JSONDecoder()
-    pos = _skip_ws(text, 0)
-
-    def fail(at: int, msg: str) -> ImportFailure:
-        return ImportFailure(f"{path}:{text.count(chr(10), 0, at) + 1}: {msg}")
-
-    if records_key is not None:
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise fail(e.pos, f"not valid JSON ({e.msg})") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get(records_key), list):
-            raise ImportFailure(f"{path}: expected an object with a list under {records_key!r}")
-        return [Record(path, i, None, v if isinstance(v, dict) else {"_value": v}, json.dumps(v, ensure_ascii=False))
-                for i, v in enumerate(doc[records_key], start=1)]
-    if not text.startswith("[", pos):
-        raise fail(pos, "expected a JSON array of records (or set records_key in the import config)")
-    pos = _skip_ws(text, pos + 1)
-    out: list[Record] = []
-    row = 0
-    line, counted_to = 1, 0  # lines are counted incrementally: one pass over the text in all
-    if text.startswith("]", pos):
-        return out
-    while True:
-        row += 1
-        line += text.count("\n", counted_to, pos)
-        counted_to = pos
-        try:
-            value, end = dec.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            raise ImportFailure(f"{path}:{line}: not valid JSON in record {row} ({e.msg} at line {e.lineno} "
-                                f"column {e.colno})") from None
-        out.append(Record(path, row, line, value if isinstance(value, dict) else {"_value": value}, text[pos:end]))
-        pos = _skip_ws(text, end)
-        if text.startswith(",", pos):
-            pos = _skip_ws(text, pos + 1)
-        elif text.startswith("]", pos):
-            break
-        else:
-            raise fail(pos, f"not valid JSON after record {row} (expected ',' or ']')")
-    return out
-
-
-def _skip_ws(text: str, pos: int) -> int:
-    while pos < len(text) and text[pos] in " \t\r\n":
-        pos += 1
-    return pos
-
-
-def _records_csv(path: Path, text: str, spec: ImportSpec, bad: list[BadRow]) -> list[Record]:
-    csv.field_size_limit(sys.maxsize)  # sizes are checked per field, with a clear message
-    # Lines end at \n only (str.splitlines would also break at U+2028 and friends inside a field).
-    lines = [line + "\n" for line in text.split("\n")]
-    delimiter = "\t" if path.suffix.lower() == ".tsv" and spec.delimiter == "," else spec.delimiter
-    reader = csv.reader(lines, delimiter=delimiter, strict=True)
-    out: list[Record] = []
-    if spec.header:
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise ImportFailure(f"{path}: empty file (no header row)") from None
-        except csv.Error as e:
-            raise ImportFailure(f"{path}:1: malformed CSV header ({e})") from None
-        header = [h.strip() for h in header]
-    else:
-        header = list(spec.names or [])
-    start = reader.line_num + 1
-    row = 0
-    while True:
-        try:
-            values = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as e:
-            row += 1
-            bad.append(BadRow(str(path), row, start, f"malformed CSV ({e})", "".join(lines[start - 1:reader.line_num])))
-            start = reader.line_num + 1
-            continue
-        end = reader.line_num
-        raw = "".join(lines[start - 1:end])
-        line_no, start = start, end + 1
-        if not values or (len(values) == 1 and not values[0].strip() and not spec.names):
-            continue  # a blank line
-        row += 1
-        if not header:
-            header = [f"column_{i}" for i in range(1, len(values) + 1)]
-        if len(values) != len(header):
-            bad.append(BadRow(str(path), row, line_no,
-                              f"{len(values)} fields where the header has {len(header)}", raw))
-            continue
-        out.append(Record(path, row, line_no, dict(zip(header, values, strict=True)), raw))
-    return out
-
-
-def _records_parquet(path: Path) -> list[Record]:
-    try:
-        frame = pl.read_parquet(path)
-    except Exception as e:  # polars raises several error types for a broken file
-        raise ImportFailure(f"{path}: not a readable Parquet file ({e})") from None
-    return [Record(path, i, None, r, json.dumps(r, ensure_ascii=False, default=str)[:2000])
-            for i, r in enumerate(frame.iter_rows(named=True), start=1)]
-
-
 def read_records(path: Path, spec: ImportSpec, bad: list[BadRow]) -> tuple[list[Record], list[str], str]:
-    """Every record of one file (bad ones appended to `bad`); returns (records, columns, encoding)."""
-    if path.is_dir():
-        raise ImportFailure(f"{path}: is a directory, not a file; pass the files in it (e.g. {path}/*.jsonl)")
-    if not path.is_file():
-        raise ImportFailure(f"{path}: no such file")
-    fmt = detect_format(path, spec.format)
-    if fmt == "parquet":
-        records = _records_parquet(path)
-        return records, list(records[0].fields) if records else [], "parquet"
-    data = path.read_bytes()
-    encoding = spec.encoding if spec.encoding != "auto" else detect_encoding(data)
-    check_declared_encoding(path, data, spec.encoding, spec.language)
-    text = decode(data, encoding)
-    if not text.strip():
-        raise ImportFailure(f"{path}: empty file")
-    if fmt == "jsonl":
-        records = _records_jsonl(path, text, bad)
-    elif fmt == "json":
-        records = _records_json(path, text, spec.records_key)
-    else:
-        records = _records_csv(path, text, spec, bad)
+    """Every record of one file (bad ones appended to `bad`); returns (records, columns, encoding).
+    JSON Lines records must be objects; a JSON array's other values are the one column `_value`."""
+    got = read_file(path, format=spec.format, encoding=spec.encoding, language=spec.language,
+                    records_key=spec.records_key, error=ImportFailure,
+                    csv_options=CsvOptions(header=spec.header, names=spec.names, delimiter=spec.delimiter))
+    records: list[Record] = []
+    for r in got.records:
+        if got.format == "jsonl" and not isinstance(r.value, dict):
+            bad.append(BadRow(str(path), r.row, r.line, f"expected a JSON object, got {type(r.value).__name__}", r.raw))
+        else:
+            records.append(r)
+    bad += got.bad
     columns: list[str] = []
     for r in records:
         columns += [c for c in r.fields if c not in columns]
-    return records, columns, encoding
+    return records, columns, got.encoding
 
 
 def _find_text_column(path: Path, columns: list[str], spec: ImportSpec) -> str:
@@ -558,7 +324,7 @@ def _validate(rec: Record, cols: dict[str, str | None], spec: ImportSpec,
         size = len(text.encode("utf-8", "surrogateescape"))
         if size > spec.max_field_bytes:
             raise ValueError(f"field {name!r} is {size:,} bytes (limit {spec.max_field_bytes:,}: max_field_bytes)")
-        bad_bytes = _LONE_SURROGATE.search(text)
+        bad_bytes = LONE_SURROGATE.search(text)
         if bad_bytes:
             byte = ord(bad_bytes.group()) - 0xDC00
             raise ValueError(f"invalid bytes in field {name!r} (byte 0x{byte:02x} is not valid {encoding}; "
