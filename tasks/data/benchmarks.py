@@ -1,13 +1,13 @@
 """Benchmarks in the Libra-Test record format: read, validate, register — all or nothing.
 
-A file is a JSON list of records (or JSON Lines, one record per line) with the fields source,
+A file is a JSON list of records (or JSON Lines, one record per line; CSV and Parquet are read too,
+through tasks/data/read.py) with the fields source,
 category_name, sub_category_name, question, response, label (安全 | 不安全), analyze, id. question, label
 and id are required; id is unique within the file. Fields beyond these are ignored.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 
 from libra.tasks.core.errors import InputError
-from libra.tasks.data.jsonl import json_lines
+from libra.tasks.data.read import SUFFIX_FORMAT, read_file
 from libra.warehouse import Warehouse, sql_text
 
 LABELS = ("安全", "不安全")
@@ -41,29 +41,16 @@ def check_name(name: str) -> str:
 
 
 def _records(path: Path) -> list[tuple[str, Any]]:
-    """(where, record) pairs: where = 'record [i]' for a JSON list, 'line N' for JSON Lines."""
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise BenchmarkError(f"{path}: cannot read: {e.strerror or e}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise BenchmarkError(f"{path}: not UTF-8 (invalid byte at offset {e.start})") from None
-    if text.lstrip().startswith("{"):  # JSON Lines
-        out = []
-        for jl in json_lines(text.splitlines()):
-            if jl.error:
-                raise BenchmarkError(f"{path}: line {jl.lineno}: {jl.error}")
-            out.append((f"line {jl.lineno}", jl.value))
-        return out
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise BenchmarkError(f"{path}: line {e.lineno} column {e.colno}: invalid JSON: {e.msg}") from None
-    if not isinstance(data, list):
-        raise BenchmarkError(f"{path}: expected a JSON list of Libra-Test records, found a {type(data).__name__}")
-    return [(f"record [{i}]", rec) for i, rec in enumerate(data)]
+    """(where, record) pairs: where = 'record [i]' for a JSON list, 'line N' for JSON Lines and CSV,
+    'row N' for Parquet. A file without a known suffix is read as JSON (an array or JSON Lines)."""
+    fmt = "auto" if path.suffix.lower() in SUFFIX_FORMAT else "json"
+    got = read_file(path, format=fmt, undecodable="fail", error=BenchmarkError)
+    if got.bad:
+        first = got.bad[0]
+        raise BenchmarkError(f"{path}: line {first.line}: {first.error}")
+    if got.format == "json":
+        return [(f"record [{r.row - 1}]", r.value) for r in got.records]
+    return [(f"line {r.line}" if r.line is not None else f"row {r.row}", r.value) for r in got.records]
 
 
 def _check_record(rec: Any, seen: dict[str, str], where: str) -> tuple[dict[str, Any] | None, list[str]]:

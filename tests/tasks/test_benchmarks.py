@@ -54,11 +54,13 @@ def test_bad_records_are_named_by_file_and_index_and_nothing_is_read(tmp_path, r
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    (b'[{"id": 1,', "line 1 column 11: invalid JSON"),
+    (b'[{"id": 1,', "b.json:1: not valid JSON in record 1 (Expecting property name enclosed in double quotes at "
+                   "line 1 column 11)"),
     (b'{"records": 1}\n', "'question' must be a non-empty string"),
-    (b'"just text"', "expected a JSON list of Libra-Test records, found a str"),
+    (b'"just text"', "b.json:1: expected a JSON array of records (or JSON Lines), found a str"),
     (b"[]", "no records"),
-    ("[]".encode("utf-16"), "not UTF-8 (invalid byte at offset 0)"),
+    ("[]".encode("utf-16"), "no records"),  # UTF-16 with a BOM is read
+    (b'[{"id": 1}]\n' + b"\xff", "b.json:2: byte 0xff is not valid utf-8; save the file as UTF-8"),
 ])
 def test_unreadable_files_are_clear_errors(tmp_path, content, message):
     path = tmp_path / "b.json"
