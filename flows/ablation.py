@@ -25,8 +25,8 @@ from libra.warehouse import sql_text
 
 
 @flow(name="ablation", log_prints=True)
-def ablation_flow(config: str, warehouse: str | None = None, parent_run_id: str | None = None, *,
-                  grid: str | None = None) -> dict:
+def ablation_flow(config: Path, warehouse: Path | None = None, parent_run_id: str | None = None, *,
+                  grid: Path | None = None) -> dict:
     """Train and evaluate every cell of the grid that is not done yet; report per axis against the reference."""
     if not grid:
         raise ablation.ConfigError("ablation needs a grid file: --grid FILE")

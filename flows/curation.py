@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from prefect import flow
 
@@ -13,7 +14,7 @@ from libra.warehouse import sql_text
 
 
 @flow(name="dedup", log_prints=True)
-def dedup_flow(config: str, warehouse: str | None = None, parent_run_id: str | None = None) -> dict:
+def dedup_flow(config: Path, warehouse: Path | None = None, parent_run_id: str | None = None) -> dict:
     """Decide every query not decided yet (exact, then MinHash LSH near-duplicates) against everything
     stored, and record the queries that leak a registered benchmark question."""
     with stage_run("dedup", config, warehouse, parent_run_id) as (fx, summary):

@@ -6,6 +6,8 @@ do with it from tasks/. Every flow records a `runs` row and leaves Prefect artif
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow
 
 from libra.flows import ablation, curation, evaluation, importing, labelling, synthesis, training
@@ -20,12 +22,12 @@ STAGE_FLOWS = {**synthesis.FLOWS, **curation.FLOWS, **labelling.FLOWS, **importi
 
 
 @flow(name="factory", log_prints=True)
-def factory_flow(config: str, warehouse: str | None = None) -> dict:
+def factory_flow(config: Path, warehouse: Path | None = None) -> dict:
     """The whole stage-1 factory: elements -> synthesize -> augment -> dedup -> respond -> annotate -> split/export."""
     with stage_run("factory", config, warehouse, None) as (fx, summary):
         target = str(fx.warehouse.path)
         for name in STAGES:
-            summary[name] = STAGE_FLOWS[name](config, target, fx.run_id)
+            summary[name] = STAGE_FLOWS[name](str(config), target, fx.run_id)
         counts = fx.warehouse.query("SELECT stage, n FROM v_stage_counts")
         summary["counts"] = dict(zip(counts["stage"].to_list(), counts["n"].to_list(), strict=True))
     return summary

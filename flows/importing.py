@@ -15,7 +15,7 @@ from libra.tasks.data import imports
 
 
 @flow(name="split", log_prints=True)
-def split_flow(config: str, warehouse: str | None = None, parent_run_id: str | None = None) -> dict:
+def split_flow(config: Path, warehouse: Path | None = None, parent_run_id: str | None = None) -> dict:
     """Assign pretrain/finetune/eval splits to settled queries and export every split."""
     with stage_run("split", config, warehouse, parent_run_id) as (fx, summary):
         merge(summary, {"splits": batch_tasks.assign_splits(fx)})
@@ -42,14 +42,13 @@ def import_task(fx: Factory, files: list[Path], spec: imports.ImportSpec, skip_b
 
 
 @flow(name="import", log_prints=True)
-def import_flow(config: str, warehouse: str | None = None, parent_run_id: str | None = None, *,
-                files: str, spec: str, skip_bad: str | bool = False, limit: str | int | None = None) -> dict:
+def import_flow(config: Path, warehouse: Path | None = None, parent_run_id: str | None = None, *,
+                files: str, spec: str, skip_bad: bool = False, limit: int | None = None) -> dict:
     """Import real queries: `files` (comma-separated paths or globs) read with the import config `spec`
     (a path or a name under configs/imports/). All or nothing unless skip_bad."""
-    skip = skip_bad if isinstance(skip_bad, bool) else skip_bad.strip().lower() in ("1", "true", "yes")
     with stage_run("import", config, warehouse, parent_run_id) as (fx, summary):
-        merge(summary, {"import": import_task(fx, expand_files(files), imports.load_import_spec(spec), skip,
-                                              int(limit) if limit is not None else None)})
+        merge(summary, {"import": import_task(fx, expand_files(files), imports.load_import_spec(spec), skip_bad,
+                                              limit)})
     return summary
 
 

@@ -12,6 +12,7 @@ target_modules are set in the config).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from prefect import flow
 
@@ -23,16 +24,21 @@ from libra.tasks.training import batch_tasks, trainer
 
 @flow(name="train", log_prints=True)
 def train_flow(
-    config: str, warehouse: str | None = None, parent_run_id: str | None = None, *,
-    stages: str | None = None, export: str | None = None, base_model: str | None = None, method: str | None = None,
-    epochs: str | None = None, max_steps: str | None = None, learning_rate: str | None = None,
-    finetune_learning_rate: str | None = None, pretrain_fraction: str | None = None,
-    finetune_fraction: str | None = None, max_length: str | None = None, batch_size: str | None = None,
-    grad_accum: str | None = None, bf16: str | None = None, gradient_checkpointing: str | None = None,
-    lr_scheduler: str | None = None, warmup_ratio: str | None = None, weight_decay: str | None = None,
-    logging_steps: str | None = None, seed: str | None = None, output_dir: str | None = None,
+    config: Path, warehouse: Path | None = None, parent_run_id: str | None = None, *,
+    stages: str | None = None, export: str | None = None, base_model: str | None = None,
+    method: Literal["full", "lora"] | None = None, epochs: float | None = None, max_steps: int | None = None,
+    learning_rate: float | None = None, finetune_learning_rate: float | Literal["auto"] | None = None,
+    pretrain_fraction: float | None = None, finetune_fraction: float | None = None, max_length: int | None = None,
+    batch_size: int | None = None, grad_accum: int | None = None, bf16: bool | Literal["auto"] | None = None,
+    gradient_checkpointing: bool | None = None, lr_scheduler: str | None = None, warmup_ratio: float | None = None,
+    weight_decay: float | None = None, logging_steps: int | None = None, seed: int | None = None,
+    output_dir: str | None = None,
 ) -> dict:
-    """Train the guard on the latest export: stage 1 on pretrain, stage 2 on finetune from stage 1."""
+    """Train the guard on the latest export: stage 1 on pretrain, stage 2 on finetune from stage 1.
+
+    Each option overrides the config's `training` key of the same name (None: the config's); stages is
+    comma-separated (pretrain,finetune | finetune | pretrain | mixed); `auto` clears finetune_learning_rate
+    (= learning_rate) and bf16 (= when the GPU supports it)."""
     overrides = {k: v for k, v in locals().items() if k not in ("config", "warehouse", "parent_run_id")}
     with stage_run("train", config, warehouse, parent_run_id) as (fx, summary):
         t = with_overrides(fx.cfg.training, overrides, list_keys=("stages",))

@@ -10,10 +10,7 @@ from typing import Annotated, TextIO
 
 import typer
 
-from libra.flows.cli.main import WarehouseOpt, _fail, _open_reader, app, console, err
-from libra.tasks.annotation.human_labels import LabelSheetError, export_hard, import_labels
-from libra.tasks.annotation.verdicts import parse_verdict
-from libra.tasks.data.jsonl import json_lines
+from libra.flows.cli.common import WarehouseOpt, echo, fail, open_reader
 
 
 class SheetFormat(StrEnum):
@@ -23,6 +20,9 @@ class SheetFormat(StrEnum):
 
 def _parse_lines(source: TextIO, out: TextIO) -> tuple[int, int]:
     """One output line per non-blank input line; a broken input line gets an `error` and label null."""
+    from libra.tasks.annotation.verdicts import parse_verdict
+    from libra.tasks.data.jsonl import json_lines
+
     seen = bad = 0
     for jl in json_lines(source):
         n, obj = jl.lineno, jl.value
@@ -44,7 +44,6 @@ def _parse_lines(source: TextIO, out: TextIO) -> tuple[int, int]:
     return seen, bad
 
 
-@app.command("parse-verdicts")
 def parse_verdicts(
     file: Annotated[Path | None, typer.Argument(help="JSONL with a `text` field per line (default: stdin).")] = None,
 ) -> None:
@@ -58,15 +57,14 @@ def parse_verdicts(
         seen, bad = _parse_lines(sys.stdin, sys.stdout)
     else:
         if not file.is_file():
-            _fail(f"{file}: no such file")
+            fail(f"{file}: no such file")
         with file.open(encoding="utf-8-sig") as f:
             seen, bad = _parse_lines(f, sys.stdout)
     if bad:
-        err.print(f"{bad} of {seen} input lines could not be read (see their `error`)", highlight=False)
+        sys.stderr.write(f"{bad} of {seen} input lines could not be read (see their `error`)\n")
 
 
-@app.command("export-hard")
-def export_hard_cmd(
+def export_hard(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the sheet (hard-samples.csv / .jsonl).")],
     warehouse: WarehouseOpt = None,
     include_labelled: Annotated[bool, typer.Option(help="Also samples a human already labelled.")] = False,
@@ -83,17 +81,18 @@ def export_hard_cmd(
     With --format label-studio: hard-samples.label-studio.json (import it into a Label Studio project
     made with label-studio-config.xml), then `libra import-labels` on Label Studio's JSON export.
     """
-    wh = _open_reader(warehouse)
+    from libra.tasks.annotation import human_labels
+
+    wh = open_reader(warehouse)
     try:
-        sheet = export_hard(wh, out, include_labelled=include_labelled, limit=limit, overwrite=force, fmt=fmt.value)
+        sheet = human_labels.export_hard(wh, out, include_labelled=include_labelled, limit=limit, overwrite=force,
+                                         fmt=fmt.value)
     except FileExistsError as e:
-        _fail(str(e))
-        raise
-    console.print(f"{sheet.rows} hard samples -> {' and '.join(str(p) for p in sheet.files)}", highlight=False)
+        fail(str(e))
+    echo(f"{sheet.rows} hard samples -> {' and '.join(str(p) for p in sheet.files)}")
 
 
-@app.command("import-labels")
-def import_labels_cmd(
+def import_labels(
     file: Annotated[Path, typer.Argument(
         help="A filled sheet from export-hard (.csv or .jsonl), or Label Studio's JSON export (.json).")],
     warehouse: WarehouseOpt = None,
@@ -104,15 +103,15 @@ def import_labels_cmd(
     Unknown ids, invalid labels and duplicated ids are reported with their line numbers (Label Studio:
     task numbers). Rows with a blank label are skipped. Final labels then follow human > adjudicated > majority.
     """
-    wh = _open_reader(warehouse)
+    from libra.tasks.annotation import human_labels
+
+    wh = open_reader(warehouse)
     try:
-        summary = import_labels(wh, file, annotator=annotator)
-    except LabelSheetError as e:
-        _fail(str(e))
-        raise
-    console.print(
+        summary = human_labels.import_labels(wh, file, annotator=annotator)
+    except human_labels.LabelSheetError as e:
+        fail(str(e))
+    echo(
         f"{file}: {summary.imported} labels imported {summary.labels or ''} "
         f"({summary.unchanged} unchanged, {summary.skipped_blank} rows without a label)"
-        + (f"; run {', '.join(summary.run_ids)}" if summary.run_ids else ""),
-        highlight=False,
+        + (f"; run {', '.join(summary.run_ids)}" if summary.run_ids else "")
     )

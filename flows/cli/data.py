@@ -2,37 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import polars as pl
 import typer
 
-from libra.flows.cli.main import WarehouseOpt, _fail, _open_reader, app, console, import_app, print_frame
-from libra.tasks.core.config import ConfigError, Split, load_config
-from libra.tasks.data import imports
-from libra.tasks.training.guard_prompt import GuardInstruction
-from libra.warehouse import Warehouse, WarehouseError
+from libra.flows.cli.common import WarehouseOpt, echo, fail, open_reader, open_writer, print_json, print_rows
+
+if TYPE_CHECKING:
+    from libra.tasks.core.config import Split
+    from libra.tasks.training.guard_prompt import GuardInstruction
 
 
-def _writable_warehouse(warehouse: str | None) -> Warehouse:
-    path = warehouse or os.environ.get("LIBRA_WAREHOUSE")
-    if not path:
-        _fail("no warehouse given: pass --warehouse PATH or set LIBRA_WAREHOUSE")
-    try:
-        return Warehouse(path)
-    except WarehouseError as e:
-        _fail(str(e))
-        raise
-
-
-def _print_counts(title: str, counts: dict[str, int]) -> None:
-    print_frame(pl.DataFrame({"scenario": list(counts), "queries": list(counts.values())}), title=title)
-
-
-@import_app.command("queries")
 def import_queries(
     files: Annotated[list[Path], typer.Argument(help="Input files (JSONL, JSON, CSV, Parquet), read alike.")],
     config: Annotated[str | None, typer.Option(
@@ -66,6 +47,8 @@ def import_queries(
 
     The whole input is validated first: a bad row (malformed line, empty text, oversized field, invalid bytes, unknown label, unmapped category) refuses the import with its file and line, and nothing is stored, unless --skip-bad. Flags override the config's values.
     """
+    from libra.tasks.data import imports
+
     try:
         base = imports.load_import_spec(config) if config else imports.ImportSpec()
         data = base.model_dump()
@@ -81,35 +64,34 @@ def import_queries(
         spec = imports.ImportSpec.model_validate(data)
         spec.source_path = base.source_path
     except imports.ImportFailure as e:
-        _fail(str(e))
-        raise
+        fail(str(e))
     except ValueError as e:  # pydantic: a flag value outside its choices
-        _fail(f"invalid import option: {e}")
-        raise
-    wh = _writable_warehouse(warehouse)
+        fail(f"invalid import option: {e}")
+    wh = open_writer(warehouse)
     try:
         summary = imports.import_queries(wh, files, spec, skip_bad=skip_bad, reject_path=reject_file, limit=limit,
                                          dry_run=dry_run)
     except imports.ImportFailure as e:
-        _fail(str(e))
-        raise
+        fail(str(e))
     per_scenario = summary.pop("per_scenario")
-    _print_counts("Queries per mapped scenario" + (" (dry run: nothing stored)" if dry_run else ""), per_scenario)
-    console.print_json(json.dumps(summary, ensure_ascii=False))
+    print_rows(["scenario", "queries"], list(per_scenario.items()),
+               title="Queries per mapped scenario" + (" (dry run: nothing stored)" if dry_run else ""))
+    print_json(summary)
 
 
 def _export_params(config: Path | None) -> tuple[Split, GuardInstruction, dict]:
+    from libra.tasks.core.config import ConfigError, Split, load_config
+    from libra.tasks.training.guard_prompt import GuardInstruction
+
     if config is None:
         return Split(), GuardInstruction(), {}
     try:
         cfg = load_config(config)
         return cfg.split, GuardInstruction.from_config(cfg), cfg.public_dict()
     except ConfigError as e:
-        _fail(str(e))
-        raise
+        fail(str(e))
 
 
-@app.command("export")
 def export(
     warehouse: WarehouseOpt = None,
     config: Annotated[Path | None, typer.Option(
@@ -123,14 +105,12 @@ def export(
     from libra.tasks.core.runs import new_run_id
     from libra.tasks.data.splits import export_dataset
 
-    wh = _open_reader(warehouse)
+    wh = open_reader(warehouse)
     params, instruction, public = _export_params(config)
     root = out or wh.path.parent / "exports"
-    summary = export_dataset(wh, params, instruction, root, new_run_id("export"), public)
-    console.print_json(json.dumps(summary, ensure_ascii=False))
+    print_json(export_dataset(wh, params, instruction, root, new_run_id("export"), public))
 
 
-@app.command("build-benchmark")
 def build_benchmark(
     out: Annotated[Path, typer.Option("--out", "-o", help="Benchmark JSON to write (Libra-Test record format).")],
     warehouse: WarehouseOpt = None,
@@ -144,16 +124,14 @@ def build_benchmark(
     """
     from libra.tasks.data.benchmark_builder import build_benchmark as build
 
-    wh = _open_reader(warehouse)
+    wh = open_reader(warehouse)
     try:
         summary = build(wh, out, seed=seed, per_cell=per_cell)
     except ValueError as e:
-        _fail(str(e))
-        raise
-    console.print_json(json.dumps(summary, ensure_ascii=False))
+        fail(str(e))
+    print_json(summary)
 
 
-@app.command("card")
 def card(
     export_dir: Annotated[Path, typer.Argument(help="An export folder (holds manifest.json and <split>.parquet).")],
     warehouse: WarehouseOpt = None,
@@ -161,10 +139,9 @@ def card(
     """Rewrite the dataset card (card.md + charts/) of an export folder."""
     from libra.tasks.reports.cards import card_for_export
 
-    wh = _open_reader(warehouse)
+    wh = open_reader(warehouse)
     try:
         path = card_for_export(export_dir, wh)
     except FileNotFoundError as e:
-        _fail(str(e))
-        raise
-    console.print(f"wrote {path}")
+        fail(str(e))
+    echo(f"wrote {path}")

@@ -11,12 +11,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 
-from libra.flows.cli.main import WarehouseOpt, _fail, app, err, import_app
-from libra.tasks.core.config import ConfigError, Dedup, load_config
+from libra.flows.cli.common import WarehouseOpt, fail
 from libra.tasks.core.errors import InputError
-from libra.tasks.data.jsonl import json_lines
 
 
 class _InputError(InputError):
@@ -25,6 +22,8 @@ class _InputError(InputError):
 
 def _read_items(path: Path, ids: dict[str, Any]) -> Iterator[tuple[str, str]]:
     """(id, text) from a JSONL file, streamed; `ids` collects str(id) -> the id as written."""
+    from libra.tasks.data.jsonl import json_lines
+
     try:
         f = path.open(encoding="utf-8-sig")
     except OSError as e:
@@ -51,7 +50,6 @@ def _read_items(path: Path, ids: dict[str, Any]) -> Iterator[tuple[str, str]]:
             raise _InputError(f"{path}: not UTF-8 (invalid byte at offset {e.start})") from None
 
 
-@app.command("dedup")
 def dedup_file(
     file: Annotated[Path, typer.Argument(help="JSONL input: one object per line with 'id' and 'text'.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here instead of stdout.")] = None,
@@ -71,6 +69,9 @@ def dedup_file(
 
     Parameters: the defaults of the `dedup` config section, then --config, then the options. A bad line stops the run with its line number and writes nothing.
     """
+    from pydantic import ValidationError
+
+    from libra.tasks.core.config import ConfigError, Dedup, load_config
     from libra.tasks.dedup.near import DedupParams, dedup_stream
 
     values = Dedup().model_dump()
@@ -78,20 +79,20 @@ def dedup_file(
         try:
             values = load_config(config).dedup.model_dump()
         except ConfigError as e:
-            _fail(str(e))
+            fail(str(e))
     overrides = {"shingle": shingle, "ngram": ngram, "num_perm": num_perm, "threshold": threshold,
                  "verify_jaccard": verify, "batch_size": batch_size}
     try:
         section = Dedup(**{**values, **{k: v for k, v in overrides.items() if v is not None}})
     except ValidationError as e:
-        _fail("invalid dedup parameters: " + "; ".join(
+        fail("invalid dedup parameters: " + "; ".join(
             f"--{'-'.join(map(str, x['loc'])).replace('_', '-')}: {x['msg']}" for x in e.errors()))
     params = DedupParams.from_dict(section.model_dump())
     ids: dict[str, Any] = {}
     try:
         result = dedup_stream(_read_items(file, ids), params, batch_size=section.batch_size)
     except _InputError as e:
-        _fail(f"{e}; nothing was written")
+        fail(f"{e}; nothing was written")
     lines = "".join(
         json.dumps({"id": ids[r["item_id"]], "cluster_id": ids[r["cluster_id"]], "kept": r["kept"],
                     "reason": r["reason"], "matched_id": ids[r["matched_id"]] if r["matched_id"] else None},
@@ -107,12 +108,11 @@ def dedup_file(
         os.replace(tmp, out)
     counts = result.group_by("reason").len()
     by_reason = dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True))
-    err.print(f"{result.height} records: {by_reason.get('canonical', 0)} kept, {by_reason.get('exact', 0)} exact "
-              f"and {by_reason.get('near', 0)} near duplicates ({params.method}, threshold {params.threshold:g})",
-              highlight=False)
+    sys.stderr.write(f"{result.height} records: {by_reason.get('canonical', 0)} kept, {by_reason.get('exact', 0)} "
+                     f"exact and {by_reason.get('near', 0)} near duplicates ({params.method}, threshold "
+                     f"{params.threshold:g})\n")
 
 
-@import_app.command("benchmark")
 def import_benchmark(
     file: Annotated[Path, typer.Argument(help="Libra-Test-format file: a JSON list of records (or JSON Lines).")],
     name: Annotated[str, typer.Option("--name", "-n", help="Name to register the benchmark under.")],
@@ -132,12 +132,12 @@ def import_benchmark(
 
     path = warehouse or os.environ.get("LIBRA_WAREHOUSE")
     if not path:
-        _fail("no warehouse given: pass --warehouse PATH or set LIBRA_WAREHOUSE")
+        fail("no warehouse given: pass --warehouse PATH or set LIBRA_WAREHOUSE")
     try:
         check_name(name)
         items = read_benchmark(file)
     except BenchmarkError as e:
-        _fail(str(e))
+        fail(str(e))
     try:
         wh = Warehouse(path)
         # the dedup stage reads and writes the same sketches: take turns with its runs
@@ -153,7 +153,7 @@ def import_benchmark(
             summary = {"benchmark": name, "file": str(file), "items": items.height, "new_items": new, **found}
             finish_run(wh, run_id, "completed", summary)
     except (BenchmarkError, WarehouseError) as e:
-        _fail(str(e))
+        fail(str(e))
     state = "registered" if new else "already registered (unchanged)"
-    err.print(f"benchmark {name!r} {state}: {items.height} items; {found['contaminated_found']} stored "
-              f"queries duplicate one of its questions ({params.method}); see v_contaminated", highlight=False)
+    sys.stderr.write(f"benchmark {name!r} {state}: {items.height} items; {found['contaminated_found']} stored "
+                     f"queries duplicate one of its questions ({params.method}); see v_contaminated\n")

@@ -5,14 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import polars as pl
 import typer
 
-from libra.flows.cli.main import ConfigOpt, _fail, app, console, print_frame
-from libra.tasks.core.errors import InputError
+from libra.flows.cli.common import ConfigOpt, echo, fail, print_frame
 
 
-@app.command()
 def deploy(
     config: ConfigOpt,
     warehouse: Annotated[str, typer.Option(
@@ -34,31 +31,31 @@ def deploy(
 
     Each deployment gets the absolute config and warehouse as parameters and the job variables its runs need, so a worker started in any shell writes the warehouse deployed for. Nothing is registered when anything is wrong. Then start a worker: prefect worker start --pool libra-process.
     """
+    import polars as pl
+
     from libra.flows import deployments
+    from libra.tasks.core.errors import InputError
 
     try:
         plan = deployments.plan(str(config), warehouse, prefect_file or deployments.default_prefect_file(),
                                 pool=pool, only=only, sets=set_)
     except InputError as e:
-        _fail(str(e))
-        raise
+        fail(str(e))
     print_frame(pl.DataFrame(plan.rows()), title=f"deployments for {plan.warehouse}")
-    console.print(f"job environment: {', '.join(sorted(plan.env))}", highlight=False)
+    echo(f"job environment: {', '.join(sorted(plan.env))}")
     if plan.secrets:
-        console.print(f"secrets the worker's environment must hold (never stored in a deployment): "
-                      f"{', '.join(plan.secrets)}", highlight=False)
+        echo(f"secrets the worker's environment must hold (never stored in a deployment): {', '.join(plan.secrets)}")
     if dry_run:
-        console.print("dry run: nothing registered")
+        echo("dry run: nothing registered")
         return
     try:
         url = deployments.api_url()
     except InputError as e:
-        _fail(str(e))
-        raise
+        fail(str(e))
     for name in deployments.pools_of(plan):
         if deployments.ensure_pool(name):
-            console.print(f"created process work pool {name!r}")
+            echo(f"created process work pool {name!r}")
     names = deployments.apply(plan)
-    console.print(f"registered {len(names)} deployments on {url}", highlight=False)
+    echo(f"registered {len(names)} deployments on {url}")
     for name in deployments.pools_of(plan):
-        console.print(f"start a worker:  prefect worker start --pool {name}", highlight=False)
+        echo(f"start a worker:  prefect worker start --pool {name}")

@@ -9,8 +9,7 @@ from typing import Annotated
 
 import typer
 
-from libra.flows.cli.main import WarehouseOpt, _fail, _open_reader, app, console
-from libra.tasks.annotation.review import ReviewError, check_annotator, check_where
+from libra.flows.cli.common import WarehouseOpt, echo, fail, open_reader
 
 
 def _default_annotator() -> str:
@@ -20,7 +19,6 @@ def _default_annotator() -> str:
         return "annotator"
 
 
-@app.command()
 def review(
     warehouse: WarehouseOpt = None,
     annotator: Annotated[str | None, typer.Option(
@@ -47,23 +45,22 @@ def review(
     import uvicorn
 
     from libra.flows.review_app import ReviewSettings, create_app, is_loopback
+    from libra.tasks.annotation.review import ReviewError, check_annotator, check_where
 
-    wh = _open_reader(warehouse)
+    wh = open_reader(warehouse)
     try:
         name = check_annotator(annotator or _default_annotator())
     except ReviewError as e:
-        _fail(f"--annotator: {e}")
-        raise
+        fail(f"--annotator: {e}")
     if where is not None:
         try:
             kept = check_where(wh, where)
         except ReviewError as e:
-            _fail(str(e))
-            raise
-        console.print(f"--where keeps {kept} responses of v_dataset", highlight=False)
+            fail(str(e))
+        echo(f"--where keeps {kept} responses of v_dataset")
     given = token or os.environ.get("LIBRA_REVIEW_TOKEN")
     if given is not None and len(given) < 16:
-        _fail("--token: use at least 16 characters")
+        fail("--token: use at least 16 characters")
     require_token = not is_loopback(host)
     settings = ReviewSettings(warehouse=str(wh.path), annotator=name, per_item=per_item,
                               scope="all" if all_samples else "hard", token=given or secrets.token_urlsafe(24),
@@ -75,8 +72,7 @@ def review(
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/"
     if require_token:
-        console.print(f"[bold]libra review[/] on {url}?token={settings.token}\n"
-                      f"  bound to {host}: every request needs that token", highlight=False, soft_wrap=True)
+        echo(f"libra review on {url}?token={settings.token}\n  bound to {host}: every request needs that token")
     else:
-        console.print(f"[bold]libra review[/] on {url} (annotator {name}, {per_item} per item)", highlight=False)
+        echo(f"libra review on {url} (annotator {name}, {per_item} per item)")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")

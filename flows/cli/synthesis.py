@@ -7,14 +7,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import polars as pl
 import typer
 
-from libra.flows.cli.main import OutputFormat, WarehouseOpt, _open_reader, app, console, print_frame
-from libra.tasks.reports.coverage import TOLERANCE, coverage_report
+from libra.flows.cli.common import OutputFormat, WarehouseOpt, echo, open_reader, print_frame
 
 
-@app.command()
 def coverage(
     warehouse: WarehouseOpt = None,
     run: Annotated[str | None, typer.Option(help="Rejection counts of this run id only (default: all runs).")] = None,
@@ -24,10 +21,14 @@ def coverage(
 ) -> None:
     """Synthesis coverage: per subcategory harmful vs target, benign look-alikes, task types reached,
     augmented children and distinct-2 diversity; rejected generated items by reason."""
-    report = coverage_report(_open_reader(warehouse), run)
+    import polars as pl
+
+    from libra.tasks.reports.coverage import TOLERANCE, coverage_report
+
+    report = coverage_report(open_reader(warehouse), run)
     if fmt is OutputFormat.table:
         for key, value in report.headline.items():
-            console.print(f"[bold]{key.replace('_', ' ')}[/]: {value}", highlight=False)
+            echo(f"{key.replace('_', ' ')}: {value}")
     subs = report.subcategories
     if fmt is OutputFormat.table:  # the columns that fit a terminal; csv/json give them all
         subs = subs.select("scenario", "subcategory", "harmful", pl.col("harmful_target").alias("target"), "benign",

@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from libra.flows.cli.main import OutputFormat, WarehouseOpt, _fail, _open_reader, app, console, print_frame
+from libra.flows.cli.common import OutputFormat, WarehouseOpt, echo, fail, open_reader, print_frame
+from libra.warehouse import sql_text
 
 
 class Parser(StrEnum):
@@ -17,7 +18,6 @@ class Parser(StrEnum):
     official = "official"
 
 
-@app.command("score")
 def score(
     predictions: Annotated[Path, typer.Argument(
         help="JSONL of predictions made elsewhere (`id` + the raw answer in `critic` or `text`, as Libra's "
@@ -42,8 +42,7 @@ def score(
         bench = read_benchmark(benchmark)
         preds = metrics.read_predictions(predictions)
     except InputError as e:
-        _fail(str(e))
-        raise
+        fail(str(e))
     texts = preds["raw_text"].to_list()
     if parser is Parser.official:
         labels = [metrics.official_label(t) for t in texts]
@@ -51,7 +50,7 @@ def score(
         labels = [parse_verdict(t).label for t in texts]
     items = metrics.benchmark_items(bench, preds, labels)
     if items.is_empty():
-        _fail(f"no prediction in {predictions} has an id of {benchmark}")
+        fail(f"no prediction in {predictions} has an id of {benchmark}")
     report = metrics.evaluate(items)
     unknown = preds.height - items.height
     unanswered = bench.height - items.height
@@ -65,13 +64,12 @@ def score(
     print_frame(report.per_scenario.drop("a1", "a2", "b1", "b2").with_columns(shown), title="Per scenario")
     print_frame(report.confusion.pivot(on="answer", index="gold", values="n").fill_null(0),
                 title="Gold label x answer")
-    console.print(f"{report.n} items scored ({parser.value} parser); {report.parse_failures} without a 安全/不安全 "
-                  f"answer, counted as wrong; {unknown} predictions of unknown ids skipped; {unanswered} benchmark "
-                  "items without a prediction not counted", highlight=False)
+    echo(f"{report.n} items scored ({parser.value} parser); {report.parse_failures} without a 安全/不安全 "
+         f"answer, counted as wrong; {unknown} predictions of unknown ids skipped; {unanswered} benchmark "
+         "items without a prediction not counted")
     print(metrics.official_block(report.per_source, report.average))
 
 
-@app.command("compare")
 def compare(
     benchmark: Annotated[str, typer.Option("--benchmark", "-b", help="A benchmark name in the warehouse.")],
     warehouse: WarehouseOpt = None,
@@ -80,12 +78,11 @@ def compare(
     """Every guard evaluated on a benchmark, side by side (macro averages over sources)."""
     from libra.flows.evaluation import write_comparison
 
-    wh = _open_reader(warehouse)
-    frame = wh.query("SELECT guard, stage, n, accuracy, f1_unsafe, f1_safe, parse_failure_rate, training_run_id "
-                     "FROM v_eval_comparison WHERE benchmark = ? ORDER BY f1_unsafe DESC, guard", [benchmark])
+    wh = open_reader(warehouse)
+    frame = wh.query(sql_text("queries/eval_comparison.sql"), {"benchmark": benchmark})
     if frame.is_empty():
-        _fail(f"no guard has been evaluated on {benchmark!r} in {wh.path}")
+        fail(f"no guard has been evaluated on {benchmark!r} in {wh.path}")
     print_frame(frame, title=f"Guards on {benchmark}")
     if out is not None:
         written = write_comparison(wh, benchmark, out)
-        console.print(f"wrote {written['dir']}/comparison.md, comparison.png, comparison.json", highlight=False)
+        echo(f"wrote {written['dir']}/comparison.md, comparison.png, comparison.json")

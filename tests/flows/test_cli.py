@@ -1,5 +1,8 @@
+import os
 import subprocess
+from typing import Literal
 
+import pytest
 import yaml
 
 from libra.warehouse import Warehouse
@@ -36,11 +39,88 @@ def test_unknown_flow_option_is_refused_naming_it_and_the_flow_options(tmp_path)
     out = libra("run", "train", "--config", "configs/demo.yaml", "--warehouse", str(tmp_path / "w.duckdb"),
                 "--learnig-rate", "1e-4")
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "flow 'train' has no option --learnig-rate" in out.stderr and "--learning-rate" in out.stderr
+    assert "No such option: --learnig-rate" in out.stderr and "--learning-rate" in out.stderr
     assert not (tmp_path / "w.duckdb").exists()
     out = libra("run", "dedup", "--config", "configs/demo.yaml", "--warehouse", str(tmp_path / "w.duckdb"),
                 "--guard", "x")
-    assert out.returncode == 2 and "(its options: none)" in out.stderr
+    assert out.returncode == 2 and "No such option: --guard" in out.stderr
+    out = libra("run", "nope", "--config", "configs/demo.yaml")
+    assert out.returncode == 2 and "unknown flow 'nope'; choose from: factory" in out.stderr
+
+
+def test_flow_options_are_typed_from_the_flow_signature(tmp_path):
+    """`libra run STAGE --help` lists the flow's options with their types; a bad value is refused by the
+    parser (exit 2, naming the option) before any config, warehouse or Prefect run is touched."""
+    env = {**os.environ, "COLUMNS": "200"}
+    run_help = subprocess.run(["libra", "run", "train", "--help"], capture_output=True, text=True, env=env, timeout=120)
+    assert run_help.returncode == 0
+    lines = {line.split()[1]: line for line in run_help.stdout.splitlines() if line.strip().startswith("│ ")
+             and len(line.split()) > 2 and line.split()[1].startswith("--")}
+    assert "<int>" in lines["--max-steps"] and "<float>" in lines["--learning-rate"]
+    assert "<full|lora>" in lines["--method"] and "true|false|auto" in lines["--bf16"]
+    for args, option in ((("--epochs", "abc"), "--epochs"), (("--method", "qlora"), "--method"),
+                         (("--bf16", "maybe"), "--bf16"), (("--max-steps", "1.5"), "--max-steps")):
+        out = subprocess.run(["libra", "run", "train", "--config", "configs/demo.yaml", "--warehouse",
+                              str(tmp_path / "w.duckdb"), *args], capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode == 2 and f"Invalid value for '{option}'" in out.stderr, out.stderr
+    assert not (tmp_path / "w.duckdb").exists()
+
+
+def test_stage_options_become_the_flow_parameters_with_their_types(monkeypatch):
+    """What the parser hands the flow: typed values, None (= the config's) left out."""
+    from typer.testing import CliRunner
+
+    from libra.flows.cli import run
+    from libra.flows.cli.main import app
+
+    seen = {}
+
+    class Flow:
+        @staticmethod
+        def fn(config, warehouse=None, parent_run_id=None, *, epochs: float | None = None,
+               bf16: bool | Literal["auto"] | None = None, files: str, skip_bad: bool = False):
+            pass
+
+        def __call__(self, config, warehouse, **options):
+            seen.update(config=config, warehouse=warehouse, **options)
+            return {"ok": True}
+
+    monkeypatch.setattr(run, "stage_flows", lambda: {"fake": Flow()})
+    monkeypatch.setattr(run.StageGroup, "_stages", None)
+    try:
+        out = CliRunner().invoke(app, ["run", "fake", "-c", "configs/demo.yaml", "--epochs", "2",
+                                       "--bf16", "auto", "--files", "a.jsonl", "--skip-bad", "true"])
+        assert out.exit_code == 0, out.output
+        assert seen == {"config": "configs/demo.yaml", "warehouse": None, "epochs": 2.0, "bf16": "auto",
+                        "files": "a.jsonl", "skip_bad": True}
+        seen.clear()
+        out = CliRunner().invoke(app, ["run", "fake", "-c", "configs/demo.yaml", "--bf16", "no", "--files", "b"])
+        assert out.exit_code == 0 and seen == {"config": "configs/demo.yaml", "warehouse": None, "bf16": False,
+                                               "files": "b"}  # skip_bad not given: the flow's default
+        out = CliRunner().invoke(app, ["run", "fake", "-c", "configs/demo.yaml"])
+        assert out.exit_code == 2 and "Missing option '--files'" in out.output
+    finally:
+        run.StageGroup._stages = None
+
+
+def test_prefect_refuses_a_wrongly_typed_flow_parameter_and_coerces_strings():
+    """Prefect validates flow parameters against the typed signature (what a deployment's string
+    parameters go through before the flow body runs)."""
+    from prefect.exceptions import ParameterTypeError
+
+    from libra.flows.importing import import_flow
+    from libra.flows.training import train_flow
+
+    with pytest.raises(ParameterTypeError, match="epochs"):
+        train_flow.validate_parameters({"config": "configs/demo.yaml", "epochs": "many"})
+    with pytest.raises(ParameterTypeError, match="method"):
+        train_flow.validate_parameters({"config": "configs/demo.yaml", "method": "qlora"})
+    ok = train_flow.validate_parameters({"config": "configs/demo.yaml", "epochs": "2", "bf16": "auto",
+                                         "max_steps": "5"})
+    assert (ok["epochs"], ok["bf16"], ok["max_steps"]) == (2.0, "auto", 5)
+    ok = import_flow.validate_parameters({"config": "c.yaml", "files": "a.jsonl", "spec": "jade_v2",
+                                          "skip_bad": "true", "limit": "10"})
+    assert (ok["skip_bad"], ok["limit"]) == (True, 10)
 
 
 def test_sql_on_missing_warehouse_is_a_clear_error(tmp_path):

@@ -1,0 +1,2 @@
+-- `libra status`: rows per factory stage.
+SELECT stage, n FROM v_stage_counts
