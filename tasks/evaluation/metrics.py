@@ -27,7 +27,7 @@ import polars as pl
 
 from libra.tasks.annotation.verdicts import SAFE, UNSAFE
 from libra.tasks.core.errors import InputError
-from libra.tasks.data.jsonl import json_lines
+from libra.tasks.data.read import SUFFIX_FORMAT, read_file
 
 # What an answer was, for the confusion matrix: a label, or why there is none.
 UNPARSED, FAILED = "unparsed", "failed"
@@ -144,25 +144,16 @@ def official_label(raw: str | None) -> str | None:
 
 # -- files ----------------------------------------------------------------------------------------
 
-def _records(path: Path) -> list[tuple[int, Any]]:
-    """(line, record) from a JSONL file (a JSON array is read too, its records numbered from 0)."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise PredictionsFileError(f"{path}: file not found") from None
-    except UnicodeDecodeError as e:
-        raise PredictionsFileError(f"{path}: not UTF-8 ({e})") from None
-    if text.lstrip().startswith("["):
-        try:
-            return list(enumerate(json.loads(text)))
-        except json.JSONDecodeError as e:
-            raise PredictionsFileError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
-    out = []
-    for jl in json_lines(text.splitlines()):
-        if jl.error:
-            raise PredictionsFileError(f"{path}:{jl.lineno}: {jl.error}")
-        out.append((jl.lineno, jl.value))
-    return out
+def _records(path: Path) -> list[tuple[str, Any]]:
+    """(where, record) of a predictions file: JSON Lines, a JSON array, CSV or Parquet (tasks/data/read.py).
+    A file without a known suffix is read as JSON Lines (or a JSON array)."""
+    fmt = "auto" if path.suffix.lower() in SUFFIX_FORMAT else "json"
+    if not path.exists():
+        raise PredictionsFileError(f"{path}: file not found")
+    got = read_file(path, format=fmt, undecodable="fail", error=PredictionsFileError)
+    if got.bad:
+        raise PredictionsFileError(got.bad[0].message())
+    return [(f"{path}:{r.line}" if r.line is not None else f"{path}: row {r.row}", r.value) for r in got.records]
 
 
 def _text(value: Any) -> str | None:
@@ -176,8 +167,7 @@ def read_predictions(path: str | Path) -> pl.DataFrame:
     files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
     rows, seen = [], {}
     for file in files:
-        for lineno, rec in _records(file):
-            at = f"{file}:{lineno}"
+        for at, rec in _records(file):
             if not isinstance(rec, dict) or rec.get("id") in (None, ""):
                 raise PredictionsFileError(f"{at}: expected an object with an id")
             key = "critic" if "critic" in rec else "text" if "text" in rec else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 from pathlib import Path
 
@@ -217,3 +218,23 @@ def test_score_rejects_a_predictions_line_without_an_answer(tmp_path: Path, case
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert f"{bad}:2" in out.stderr and "critic" in out.stderr
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b'{"id": "a", "critic": "x"}\n{"id": \n', "p.jsonl:2: not valid JSON (Expecting value: column 8)"),
+    (b'{"id": "a", "critic": "x"}\n{"id": "a", "text": "y"}\n', "p.jsonl:2: id 'a' repeats "),
+    (b'{"id": "a"}\n', "p.jsonl:1: no `critic` or `text` field"),
+    ('{"id": "a", "critic": "安全"}\n'.encode() + b"\n\xff\n", "p.jsonl:3: byte 0xff is not valid"),
+])
+def test_a_bad_predictions_file_names_the_line(tmp_path, content, message):
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(metrics.PredictionsFileError, match=re.escape(message)):
+        metrics.read_predictions(path)
+
+
+def test_predictions_in_utf16_and_as_a_json_array_are_read(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text('[\n {"id": 1, "critic": "安全"},\n {"id": 2, "text": "不安全"}\n]', encoding="utf-16")
+    assert metrics.read_predictions(path).to_dicts() == [{"item_id": "1", "raw_text": "安全"},
+                                                         {"item_id": "2", "raw_text": "不安全"}]
