@@ -29,7 +29,7 @@ import polars as pl
 
 from libra.tasks.core.errors import InputError
 from libra.tasks.core.runs import finish_run, start_run
-from libra.tasks.data.jsonl import json_lines
+from libra.tasks.data.read import json_records, jsonl_records, read_text
 from libra.warehouse import Warehouse, sql_text
 
 SHEET_NAME = "hard-samples"
@@ -201,62 +201,66 @@ def _cell(value: object) -> str:
     return "" if value is None else str(value).strip()
 
 
-def _read_csv(path: Path, errors: list[str]) -> list[SheetRow]:
+def _read_csv(path: Path, text: str, errors: list[str]) -> list[SheetRow]:
+    """A sheet's CSV. Not tasks/data/read.py's CSV records: a spreadsheet drops trailing empty cells,
+    so a row shorter than the header is a row here (its missing cells empty), not a bad record."""
     rows: list[SheetRow] = []
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f)
+    # the decoded text, lines ending at \n only (as the reader splits them)
+    reader = csv.reader([line + "\n" for line in text.split("\n")])
+    try:
+        header = [h.strip().lower() for h in next(reader)]
+    except StopIteration:
+        raise LabelSheetError(f"{path}: the file is empty") from None
+    except csv.Error as e:
+        raise LabelSheetError(f"{path}: line 1: not a CSV header: {e}") from None
+    if "id" not in header and "response_id" in header:
+        header[header.index("response_id")] = "id"
+    missing = [c for c in ("id", "label") if c not in header]
+    if missing:
+        raise LabelSheetError(f"{path}: line 1: missing column(s) {', '.join(missing)} (header: {', '.join(header)})")
+    pos = {name: header.index(name) for name in ("id", "label", "note", "annotator") if name in header}
+    previous, row = reader.line_num, 1
+    while True:
+        start = previous + 1
         try:
-            header = [h.strip().lower() for h in next(reader)]
+            record = next(reader)
         except StopIteration:
-            raise LabelSheetError(f"{path}: the file is empty") from None
+            break
         except csv.Error as e:
-            raise LabelSheetError(f"{path}: line 1: not a CSV header: {e}") from None
-        if "id" not in header and "response_id" in header:
-            header[header.index("response_id")] = "id"
-        missing = [c for c in ("id", "label") if c not in header]
-        if missing:
-            raise LabelSheetError(f"{path}: line 1: missing column(s) {', '.join(missing)} (header: {', '.join(header)})")
-        pos = {name: header.index(name) for name in ("id", "label", "note", "annotator") if name in header}
-        previous, row = reader.line_num, 1
-        while True:
-            start = previous + 1
-            try:
-                record = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as e:
-                errors.append(f"line {start}: broken CSV record: {e}")
-                break  # the reader cannot resynchronise reliably after a broken quote
-            previous = reader.line_num
-            if not any(cell.strip() for cell in record):
-                continue
-            row += 1
-            if len(record) > len(header):
-                errors.append(f"line {start} (row {row}): {len(record)} fields but the header has {len(header)}")
-                continue
-            get = {name: _cell(record[i]) if i < len(record) else "" for name, i in pos.items()}
-            rows.append(SheetRow(start, get["id"], get["label"], get.get("note") or None,
-                                 get.get("annotator") or None, row=row))
+            errors.append(f"line {start}: broken CSV record: {e}")
+            break  # the reader cannot resynchronise reliably after a broken quote
+        previous = reader.line_num
+        if not any(cell.strip() for cell in record):
+            continue
+        row += 1
+        if len(record) > len(header):
+            errors.append(f"line {start} (row {row}): {len(record)} fields but the header has {len(header)}")
+            continue
+        get = {name: _cell(record[i]) if i < len(record) else "" for name, i in pos.items()}
+        rows.append(SheetRow(start, get["id"], get["label"], get.get("note") or None,
+                             get.get("annotator") or None, row=row))
     return rows
 
 
-def _read_jsonl(path: Path, errors: list[str]) -> list[SheetRow]:
+def _read_jsonl(path: Path, text: str, errors: list[str]) -> list[SheetRow]:
     rows: list[SheetRow] = []
-    with path.open(encoding="utf-8-sig") as f:
-        for jl in json_lines(f):
-            n, obj = jl.lineno, jl.value
-            if jl.error:
-                errors.append(f"line {n}: {jl.error}")
-                continue
-            if not isinstance(obj, dict):
-                errors.append(f"line {n}: expected a JSON object, got {type(obj).__name__}")
-                continue
-            rid = obj.get("id", obj.get("response_id"))
-            if "label" not in obj:
-                errors.append(f"line {n}: no 'label' key")
-                continue
-            rows.append(SheetRow(n, _cell(rid), _cell(obj.get("label")), _cell(obj.get("note")) or None,
-                                 _cell(obj.get("annotator")) or None))
+    records, bad = jsonl_records(path, text)
+    broken = {b.line: b.error for b in bad}
+    parsed = {r.line: r.value for r in records}
+    for n in sorted(broken.keys() | parsed.keys()):  # the problems in line order
+        if n in broken:
+            errors.append(f"line {n}: {broken[n]}")
+            continue
+        obj = parsed[n]
+        if not isinstance(obj, dict):
+            errors.append(f"line {n}: expected a JSON object, got {type(obj).__name__}")
+            continue
+        rid = obj.get("id", obj.get("response_id"))
+        if "label" not in obj:
+            errors.append(f"line {n}: no 'label' key")
+            continue
+        rows.append(SheetRow(n, _cell(rid), _cell(obj.get("label")), _cell(obj.get("note")) or None,
+                             _cell(obj.get("annotator")) or None))
     return rows
 
 
@@ -334,32 +338,23 @@ def _seconds(value: Any) -> float | None:
     return seconds if 0 <= seconds < 10 ** 7 else None
 
 
-def _starts_with_bracket(path: Path) -> bool:
-    with path.open(encoding="utf-8-sig") as f:
-        head = f.read(4096).lstrip()
-    return head.startswith("[")
-
-
 def read_sheet(path: Path) -> tuple[list[SheetRow], list[str]]:
-    """Rows of a CSV, JSONL or Label Studio JSON sheet, and the problems found while reading (numbered)."""
+    """Rows of a CSV, JSONL or Label Studio JSON sheet, and the problems found while reading (numbered).
+    The text is read by tasks/data/read.py (UTF-8 with or without a BOM, GB18030, UTF-16 with a BOM)."""
     if not path.is_file():
         raise LabelSheetError(f"{path}: no such file")
     errors: list[str] = []
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        rows = _read_csv(path, errors)
-    elif suffix == ".json" and _starts_with_bracket(path):
-        try:
-            tasks = json.loads(path.read_text(encoding="utf-8-sig"))
-        except json.JSONDecodeError as e:
-            raise LabelSheetError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
-        if not isinstance(tasks, list):
-            raise LabelSheetError(f"{path}: a Label Studio export is a JSON list of tasks")
-        rows = _read_label_studio(path, tasks, errors)
-    elif suffix in (".jsonl", ".json", ".ndjson"):
-        rows = _read_jsonl(path, errors)
-    else:
+    if suffix not in (".csv", ".jsonl", ".json", ".ndjson"):
         raise LabelSheetError(f"{path}: unknown sheet format {suffix!r} (use .csv or .jsonl)")
+    text, _ = read_text(path, undecodable="fail", error=LabelSheetError)
+    if suffix == ".csv":
+        rows = _read_csv(path, text, errors)
+    elif suffix == ".json" and text.lstrip().startswith("["):
+        tasks = [r.value for r in json_records(path, text, error=LabelSheetError)]
+        rows = _read_label_studio(path, tasks, errors)
+    else:
+        rows = _read_jsonl(path, text, errors)
     return rows, errors
 
 

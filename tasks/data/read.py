@@ -336,6 +336,25 @@ def parquet_records(path: Path, error: type[InputError] = ReadError) -> list[Rec
 # -- the reader --------------------------------------------------------------------------------------
 
 
+def read_text(path: Path, *, encoding: str = "auto", language: str | None = None, undecodable: str = "keep",
+              error: type[InputError] = ReadError) -> tuple[str, str]:
+    """(text, encoding) of a file that is not empty; `undecodable` as in `read_file`."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read: {e.strerror or e}") from None
+    used = encoding if encoding != "auto" else detect_encoding(data)
+    check_declared_encoding(path, data, encoding, language, error)
+    text = decode(data, used)
+    if undecodable == "fail" and (problem := first_undecodable(path, text, used)):
+        raise error(f"{problem}; save the file as UTF-8")
+    if not text.strip():
+        raise error(f"{path}: empty file")
+    return text, used
+
+
 def read_file(path: str | Path, *, format: str = "auto", encoding: str = "auto", language: str | None = None,
               records_key: str | None = None, csv_options: CsvOptions = CsvOptions(),
               undecodable: str = "keep", error: type[InputError] = ReadError) -> FileRecords:
@@ -349,17 +368,7 @@ def read_file(path: str | Path, *, format: str = "auto", encoding: str = "auto",
     fmt = detect_format(path, format, error)
     if fmt == "parquet":
         return FileRecords(path, fmt, "parquet", parquet_records(path, error))
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise error(f"{path}: cannot read: {e.strerror or e}") from None
-    used = encoding if encoding != "auto" else detect_encoding(data)
-    check_declared_encoding(path, data, encoding, language, error)
-    text = decode(data, used)
-    if undecodable == "fail" and (problem := first_undecodable(path, text, used)):
-        raise error(f"{problem}; save the file as UTF-8")
-    if not text.strip():
-        raise error(f"{path}: empty file")
+    text, used = read_text(path, encoding=encoding, language=language, undecodable=undecodable, error=error)
     if fmt == "json" and records_key is None and text.lstrip().startswith("{"):
         fmt = "jsonl"  # a .json file of one object per line
     if fmt == "jsonl":

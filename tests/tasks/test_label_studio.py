@@ -136,5 +136,20 @@ def test_a_bad_label_studio_export_is_rejected_whole(wh: Warehouse, tmp_path: Pa
 def test_broken_label_studio_json_names_the_line(wh: Warehouse, tmp_path: Path) -> None:
     path = tmp_path / "broken.json"
     path.write_text('[\n {"data": {"response_id": "r-tie"},\n  "annotations": [}\n]', encoding="utf-8")
-    with pytest.raises(LabelSheetError, match=r"line 3: not valid JSON"):
+    with pytest.raises(LabelSheetError, match=r"broken.json:2: not valid JSON in record 1 \(.* at line 3 column"):
         import_labels(wh, path)
+
+
+def test_a_sheet_in_gb18030_or_utf16_reads_like_utf8(tmp_path: Path) -> None:
+    from libra.tasks.annotation.human_labels import read_sheet
+
+    text = "id,label,note\nr-1,安全,没有问题\nr-2,不安全\n"
+    expected = None
+    for encoding in ("utf-8-sig", "gb18030", "utf-16"):
+        path = tmp_path / f"sheet-{encoding}.csv"
+        path.write_bytes(text.encode(encoding))
+        rows, errors = read_sheet(path)
+        got = [(r.line, r.id, r.label, r.note) for r in rows]
+        assert errors == [] and got == (expected or got)
+        expected = got
+    assert expected == [(2, "r-1", "安全", "没有问题"), (3, "r-2", "不安全", None)]  # a short row is a row
