@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import os
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,24 @@ def flow_options(flow: Any) -> dict[str, inspect.Parameter]:
     return {n: p for n, p in inspect.signature(flow.fn).parameters.items() if n not in OWN_PARAMETERS}
 
 
+def option_type_problems(flow: Any, params: dict[str, Any]) -> list[str]:
+    """Each value checked against the flow's typed parameter as Prefect will check it at run time
+    (`--set weekly-train.epochs=two` is refused now, not by the first scheduled run)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    hints = typing.get_type_hints(flow.fn)
+    problems = []
+    for key, value in params.items():
+        if key not in hints or value is None:
+            continue
+        try:
+            TypeAdapter(hints[key]).validate_python(value)
+        except ValidationError as e:
+            problems.append(f"option {key!r} (--{key.replace('_', '-')}) = {value!r}: "
+                            + "; ".join(err["msg"] for err in e.errors()))
+    return problems
+
+
 def check_inputs(spec: DeploymentSpec, flow: Any, cfg: FactoryConfig, params: dict[str, Any]) -> list[str]:
     """What this deployment's flow would refuse at run time, said now (empty when it can run)."""
     options = flow_options(flow)
@@ -141,6 +160,7 @@ def check_inputs(spec: DeploymentSpec, flow: Any, cfg: FactoryConfig, params: di
                 for k in params if k not in options]
     problems += [f"needs option {n!r} (--set {spec.name}.{n}=…)" for n, p in options.items()
                  if p.default is inspect.Parameter.empty and params.get(n) in (None, "")]
+    problems += option_type_problems(flow, params)
     if problems:
         return problems
     try:

@@ -91,6 +91,15 @@ def test_deploy_refuses_deployments_whose_inputs_are_missing(tmp_path: Path) -> 
     bad_value = _libra("deploy", "--config", str(config), "--warehouse", str(tmp_path / "w.duckdb"), "--dry-run",
                        *_sets(tmp_path), "--set", "weekly-train.learning_rate=fast")
     assert bad_value.returncode == 2 and "--learning-rate" in bad_value.stderr
+    # checked against the flow's typed signature, as Prefect checks a scheduled run's parameters
+    bad_type = _libra("deploy", "--config", str(config), "--warehouse", str(tmp_path / "w.duckdb"), "--dry-run",
+                      *_sets(tmp_path), "--set", "weekly-train.max_steps=1.5", "--set", "nightly-import.limit=ten")
+    assert bad_type.returncode == 2, bad_type.stderr
+    assert "option 'max_steps' (--max-steps) = '1.5'" in bad_type.stderr and "valid integer" in bad_type.stderr
+    assert "deployment 'nightly-import' (import): option 'limit'" in bad_type.stderr
+    good = _libra("deploy", "--config", str(config), "--warehouse", str(tmp_path / "w.duckdb"), "--dry-run",
+                  *_sets(tmp_path), "--set", "weekly-train.max_steps=5", "--set", "weekly-train.bf16=auto")
+    assert good.returncode == 0, good.stderr
 
 
 def test_deploy_refuses_a_temporary_prefect_server(tmp_path: Path) -> None:
