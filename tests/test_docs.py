@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -235,7 +236,9 @@ def test_the_command_check_catches_a_wrong_option(tmp_path: Path) -> None:
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding `demo.duckdb` (`libra demo`) and the repository's configs/, as the docs assume."""
     folder = tmp_path_factory.mktemp("docs-demo")
-    done = subprocess.run([sys.executable, "-c", "from libra.flows.cli.main import main; main()", "demo",
+    (entry,) = entry_points(group="console_scripts", name="libra")  # what the `libra` script runs
+    module, _, function = entry.value.partition(":")
+    done = subprocess.run([sys.executable, "-c", f"import {module} as m; m.{function}()", "demo",
                            "--warehouse", str(folder / "demo.duckdb")],
                           capture_output=True, text=True, timeout=900, cwd=folder)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -108,6 +108,7 @@ def test_the_wheel_holds_the_tree_and_runs_the_demo_from_a_fresh_venv(tmp_path: 
     demo = subprocess.run([str(venv / "bin" / "libra"), "demo", "--warehouse", str(warehouse)], cwd=run_dir,
                           env=env, capture_output=True, text=True, timeout=900)
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert f"libra sql --warehouse {warehouse} " in demo.stdout, "the closing hints name another warehouse"
     counts = subprocess.run([str(venv / "bin" / "libra"), "sql", "--warehouse", str(warehouse), "--format", "json",
                              "SELECT stage, n FROM v_stage_counts"], cwd=run_dir, env=env,
                             capture_output=True, text=True, check=True).stdout
@@ -116,9 +117,15 @@ def test_the_wheel_holds_the_tree_and_runs_the_demo_from_a_fresh_venv(tmp_path: 
         assert n.get(stage, 0) > 0, n
 
 
-def test_a_data_file_left_out_of_the_build_is_found(tmp_path: Path) -> None:
-    """The check can fail: a tree whose build lacks a prompt file is reported, naming the file."""
+def test_data_files_left_out_of_the_build_are_found(tmp_path: Path) -> None:
+    """The check can fail: with a package-data pattern gone from pyproject.toml, the files it covered are
+    reported by name."""
     files = tree_files()
-    gone = "prompts/judge.txt"
-    wheel = build_wheel(copy_tree(tmp_path / "src", leave_out=gone), tmp_path / "dist")
-    assert missing_from(wheel, files) == [f"libra/{gone}"]
+    source = copy_tree(tmp_path / "src")
+    pyproject = source / "pyproject.toml"
+    text = pyproject.read_text(encoding="utf-8")
+    assert ', "rules/*.txt"' in text
+    pyproject.write_text(text.replace(', "rules/*.txt"', ""), encoding="utf-8")
+    wheel = build_wheel(source, tmp_path / "dist")
+    rules = sorted(f"libra/{f}" for f in files if f.startswith("prompts/rules/") and f.endswith(".txt"))
+    assert rules and missing_from(wheel, files) == rules
