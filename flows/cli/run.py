@@ -14,6 +14,7 @@ The flows import Prefect, so the commands are built when `run` itself is used (S
 from __future__ import annotations
 
 import inspect
+import os
 import types
 import typing
 from pathlib import Path
@@ -26,6 +27,16 @@ from libra.flows.cli.common import ConfigOpt, WarehouseOpt, fail, print_json
 
 # Parameters every flow has; the CLI gives them as --config/--warehouse (parent_run_id: the factory's own).
 OWN_PARAMETERS = ("config", "warehouse", "parent_run_id")
+# Where batch tasks run (docs/scale-out.md); beats $LIBRA_RUNNER and the config's runner.kind.
+def _runner(value: str) -> str:
+    if value not in ("threads", "ray"):
+        raise typer.BadParameter(f"must be threads or ray, got {value!r}")
+    return value
+
+
+RunnerOpt = Annotated[str | None, typer.Option(
+    "--runner", parser=_runner, metavar="[threads|ray]",
+    help="Run batch tasks on threads in this process or on Ray workers (default: $LIBRA_RUNNER, else the config's runner.kind).")]
 _NATIVE = (str, int, float, Path)
 
 
@@ -90,8 +101,12 @@ def stage_command(name: str, flow: Any) -> Any:
     options = [option_parameter(n, hints.get(n, str), p.default) for n, p in signature.parameters.items()
                if n not in OWN_PARAMETERS]
 
-    def command(config: Path, warehouse: str | None = None, **given: Any) -> None:
+    def command(config: Path, warehouse: str | None = None, runner: str | None = None, **given: Any) -> None:
         from libra.tasks.core.config import ConfigError, load_config
+        from libra.tasks.core.executor import RUNNER_ENV
+
+        if runner:  # every stage flow of the run reads it (tasks/core/executor.py: runner_kind)
+            os.environ[RUNNER_ENV] = runner
 
         try:
             load_config(config)  # fail on a bad config before Prefect or any endpoint is touched
@@ -101,7 +116,8 @@ def stage_command(name: str, flow: Any) -> Any:
         print_json(flow(str(config), warehouse, **chosen))
 
     own = [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=ConfigOpt),
-           inspect.Parameter("warehouse", inspect.Parameter.KEYWORD_ONLY, annotation=WarehouseOpt, default=None)]
+           inspect.Parameter("warehouse", inspect.Parameter.KEYWORD_ONLY, annotation=WarehouseOpt, default=None),
+           inspect.Parameter("runner", inspect.Parameter.KEYWORD_ONLY, annotation=RunnerOpt, default=None)]
     params = own + options
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}

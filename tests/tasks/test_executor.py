@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from libra.tasks.core import executor
@@ -64,3 +66,31 @@ def test_threads_runner_and_worker_env(monkeypatch: pytest.MonkeyPatch) -> None:
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
         env = executor.worker_env(cfg, "ray")
     assert env["PREFECT_API_URL"] == "http://127.0.0.1:4200/api" and env[executor.RUNNER_ENV] == "ray"
+
+
+def test_libra_run_runner_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--runner sets $LIBRA_RUNNER for every stage flow of the run; a bad value is a usage error."""
+    from typer.testing import CliRunner
+
+    from libra.flows.cli import run as run_cli
+    from libra.flows.cli.main import app
+
+    monkeypatch.delenv(executor.RUNNER_ENV, raising=False)
+    seen = {}
+
+    def fake_flow(config: str, warehouse: str | None = None, parent_run_id: str | None = None) -> dict:
+        seen["runner"] = os.environ.get(executor.RUNNER_ENV)
+        return {}
+
+    fake_flow.fn = fake_flow  # what stage_command reads the signature from
+    monkeypatch.setattr(run_cli, "stage_flows", lambda: {"fake": fake_flow})
+    monkeypatch.setattr(run_cli.StageGroup, "_stages", None)
+    try:
+        bad = CliRunner().invoke(app, ["run", "fake", "-c", str(DEMO_CONFIG), "--runner", "dask"])
+        assert bad.exit_code == 2 and "must be threads or ray" in bad.output
+        ok = CliRunner().invoke(app, ["run", "fake", "-c", str(DEMO_CONFIG), "--runner", "ray"])
+        assert ok.exit_code == 0, ok.output
+        assert seen["runner"] == "ray"
+    finally:
+        monkeypatch.setattr(run_cli.StageGroup, "_stages", None)
+        os.environ.pop(executor.RUNNER_ENV, None)
