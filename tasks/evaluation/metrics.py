@@ -28,6 +28,7 @@ import polars as pl
 from libra.tasks.annotation.verdicts import SAFE, UNSAFE
 from libra.tasks.core.errors import InputError
 from libra.tasks.data.read import SUFFIX_FORMAT, read_file
+from libra.tasks.reports.tables import markdown_table
 
 # What an answer was, for the confusion matrix: a label, or why there is none.
 UNPARSED, FAILED = "unparsed", "failed"
@@ -198,13 +199,14 @@ def comparison_markdown(frame: pl.DataFrame, benchmark: str) -> str:
     """frame: one row per guard (v_eval_comparison)."""
     lines = [f"# Guards on `{benchmark}`", "",
              "Macro averages over sources, computed as the official Libra metric (an unparseable answer "
-             "counts as wrong).", "",
-             "| guard | stage | items | accuracy | F1-unsafe | F1-safe | parse failures |",
-             "|---|---|---:|---:|---:|---:|---:|"]
-    for r in frame.iter_rows(named=True):
-        lines.append(f"| `{r['guard']}` | {r.get('stage') or ''} | {r['n']} | {r['accuracy']:.4f} | "
-                     f"{r['f1_unsafe']:.4f} | {r['f1_safe']:.4f} | {r['parse_failure_rate']:.1%} |")
-    return "\n".join(lines) + "\n"
+             "counts as wrong).", ""]
+    table = pl.DataFrame([{
+        "guard": f"`{r['guard']}`", "stage": r.get("stage") or "", "items": str(r["n"]),
+        "accuracy": f"{r['accuracy']:.4f}", "F1-unsafe": f"{r['f1_unsafe']:.4f}", "F1-safe": f"{r['f1_safe']:.4f}",
+        "parse failures": f"{r['parse_failure_rate']:.1%}",
+    } for r in frame.iter_rows(named=True)], schema=dict.fromkeys(
+        ["guard", "stage", "items", "accuracy", "F1-unsafe", "F1-safe", "parse failures"], pl.String))
+    return "\n".join([*lines, markdown_table(table)]) + "\n"
 
 
 def comparison_chart(frame: pl.DataFrame, benchmark: str, path: Path) -> Path:

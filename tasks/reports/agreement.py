@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from libra.tasks.reports.tables import markdown_table
+
 ALL = "(all)"
 NO_SCENARIO = "(none)"
 ABSTAIN = "(弃权)"
@@ -170,16 +172,20 @@ class AgreementReport:
         def fmt(v: object) -> str:
             return "–" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
-        lines = ["# Judge agreement", "", "| scope | items | left out | raters | Fleiss' kappa |", "|---|---|---|---|---|"]
-        lines += [f"| {r['scenario']} | {r['n_items']} | {r['n_excluded']} | {r['raters']} | {fmt(r['fleiss_kappa'])} |"
-                  for r in self.fleiss.iter_rows(named=True)]
-        lines += ["", "| scope | judge pair | n | observed | Cohen's kappa |", "|---|---|---|---|---|"]
-        lines += [f"| {r['scenario']} | {r['judge_a']} ~ {r['judge_b']} | {r['n']} | {fmt(r['observed'])} | "
-                  f"{fmt(r['kappa'])} |" for r in self.kappa.iter_rows(named=True)]
-        lines += ["", "| scope | judge | n | agree | abstain | agreement with final label |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r['scenario']} | {r['judge']} | {r['n']} | {r['n_agree']} | {r['n_abstain']} | "
-                  f"{fmt(r['agreement'])} |" for r in self.per_judge.iter_rows(named=True)]
-        return "\n".join(lines)
+        def table(rows: list[list[object]], header: list[str]) -> str:
+            return markdown_table(pl.DataFrame([[fmt(v) for v in row] for row in rows],
+                                               schema=dict.fromkeys(header, pl.String), orient="row"), empty="")
+
+        fleiss = table([[r["scenario"], r["n_items"], r["n_excluded"], r["raters"], r["fleiss_kappa"]]
+                        for r in self.fleiss.iter_rows(named=True)],
+                       ["scope", "items", "left out", "raters", "Fleiss' kappa"])
+        kappa = table([[r["scenario"], f"{r['judge_a']} ~ {r['judge_b']}", r["n"], r["observed"], r["kappa"]]
+                       for r in self.kappa.iter_rows(named=True)],
+                      ["scope", "judge pair", "n", "observed", "Cohen's kappa"])
+        judges = table([[r["scenario"], r["judge"], r["n"], r["n_agree"], r["n_abstain"], r["agreement"]]
+                        for r in self.per_judge.iter_rows(named=True)],
+                       ["scope", "judge", "n", "agree", "abstain", "agreement with final label"])
+        return "\n".join(["# Judge agreement", "", fleiss, "", kappa, "", judges])
 
 
 def agreement_report(votes: pl.DataFrame, final: pl.DataFrame) -> AgreementReport:

@@ -17,6 +17,7 @@ from typing import Any
 import polars as pl
 
 from libra.tasks.core.prompts import load_taxonomy
+from libra.tasks.reports.tables import markdown_table
 from libra.warehouse import Warehouse, sql_text
 
 SPLIT_ORDER = ("pretrain", "finetune", "eval")
@@ -38,15 +39,6 @@ def cjk_font() -> str | None:
 
 def _english_names() -> dict[str, str]:
     return {s["name"]: s.get("en", s["name"]) for s in load_taxonomy().scenarios}
-
-
-def _md_table(frame: pl.DataFrame) -> str:
-    if frame.is_empty():
-        return "_(none)_"
-    head = "| " + " | ".join(frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in frame.iter_rows()]
-    return "\n".join([head, rule, *body])
 
 
 def card_tables(frames: dict[str, pl.DataFrame], wh: Warehouse) -> dict[str, pl.DataFrame]:
@@ -130,7 +122,7 @@ def render_card(manifest: dict[str, Any], tables: dict[str, pl.DataFrame], chart
         "Chat files put the guard instruction with the dialogue in the user turn and the rear-critic JSON "
         '`{"答案": …, "分析": …}` in the assistant turn. Files: `<split>.jsonl` (chat messages), '
         "`<split>.parquet` (all metadata), `<split>.sharegpt.json` + `dataset_info.json` (LLaMA-Factory).", "",
-        "## Rows per split", "", _md_table(tables["per_split"]), "",
+        "## Rows per split", "", markdown_table(tables["per_split"]), "",
         "`hard_%`: share of rows whose judges disagreed (settled by an adjudicator or a human).", "",
         "## Charts", "",
     ]
@@ -138,8 +130,8 @@ def render_card(manifest: dict[str, Any], tables: dict[str, pl.DataFrame], chart
     if not chinese:
         lines += ["", "_No Chinese font on the machine that drew the charts: scenarios are shown by their "
                   "English taxonomy names._"]
-    lines += ["", "## Judge agreement with the final label (exported rows)", "", _md_table(tables["agreement"]), "",
-              "## Rows per split x scenario x label x source", "", _md_table(tables["counts"]), ""]
+    lines += ["", "## Judge agreement with the final label (exported rows)", "", markdown_table(tables["agreement"]), "",
+              "## Rows per split x scenario x label x source", "", markdown_table(tables["counts"]), ""]
     dropped = manifest.get("balance_dropped") or {}
     if any(dropped.values()):
         lines += [f"Safe/unsafe balancing (max ratio {manifest['split'].get('balance_max_ratio')}) dropped: "

@@ -13,6 +13,7 @@ from typing import Any
 
 import polars as pl
 
+from libra.tasks.reports.tables import markdown_table
 from libra.warehouse import Warehouse, sql_text
 
 # A subcategory is "on target" when its harmful seed count is within this share of its target.
@@ -56,8 +57,9 @@ class CoverageReport:
         lines += [f"- **{k.replace('_', ' ')}**: {v}" for k, v in h.items()]
         lines += ["", "## Rejected generated items (this run)", ""]
         if self.rejections:
-            lines += ["| reason | items |", "|---|---:|"]
-            lines += [f"| {k} | {v} |" for k, v in sorted(self.rejections.items(), key=lambda kv: -kv[1])]
+            ranked = sorted(self.rejections.items(), key=lambda kv: -kv[1])
+            lines.append(markdown_table(pl.DataFrame(ranked, schema={"reason": pl.String, "items": pl.Int64},
+                                                     orient="row")))
         else:
             lines.append("none")
         off = self.subcategories.filter(~pl.col("on_target"))

@@ -40,6 +40,7 @@ from libra.tasks.core.config import (
 )
 from libra.tasks.core.ids import content_hash
 from libra.tasks.core.overrides import with_overrides
+from libra.tasks.reports.tables import markdown_table
 from libra.tasks.training.guard_prompt import GuardInstruction
 
 # The training-recipe axis: which stages a cell trains, in order.
@@ -202,14 +203,15 @@ def axis_tables(frame: pl.DataFrame, grid: Grid) -> dict[str, pl.DataFrame]:
 
 
 def _markdown_table(frame: pl.DataFrame, first: str) -> list[str]:
-    cols = [first, "benchmark", "source", "n", *METRICS, *(f"delta_{m}" for m in METRICS)]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    rows = []
     for r in frame.iter_rows(named=True):
-        cells_ = [str(r[first]) + (" (reference)" if r["is_reference"] else ""), r["benchmark"], r["source"], str(r["n"])]
-        cells_ += [f"{r[m]:.4f}" for m in METRICS]
-        cells_ += [f"{r[f'delta_{m}']:+.4f}" if r[f"delta_{m}"] is not None else "" for m in METRICS]
-        lines.append("| " + " | ".join(cells_) + " |")
-    return lines
+        row = {first: str(r[first]) + (" (reference)" if r["is_reference"] else ""), "benchmark": r["benchmark"],
+               "source": r["source"], "n": str(r["n"])}
+        row.update({m: f"{r[m]:.4f}" for m in METRICS})
+        row.update({f"delta_{m}": f"{r[f'delta_{m}']:+.4f}" if r[f"delta_{m}"] is not None else "" for m in METRICS})
+        rows.append(row)
+    cols = [first, "benchmark", "source", "n", *METRICS, *(f"delta_{m}" for m in METRICS)]
+    return markdown_table(pl.DataFrame(rows, schema=dict.fromkeys(cols, pl.String)), empty="").splitlines()
 
 
 def report_markdown(frame: pl.DataFrame, grid: Grid) -> str:

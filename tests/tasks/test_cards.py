@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 import pytest
 
@@ -38,6 +40,7 @@ def test_card_has_the_counts_and_two_png_charts(tmp_path, monkeypatch, font):
     wh = Warehouse(tmp_path / "w.duckdb")
     path = cards.write_card(tmp_path, MANIFEST, frames(), wh)
     text = path.read_text(encoding="utf-8")
+    text = re.sub(r" {2,}", " ", text)  # table rows without the padding that aligns their columns
     assert "| eval | 10 | 6 | 4 | 20.0 | 20.0 | 0.0 |" in text  # rows, unsafe, safe, hard %, adjudicated %, human %
     assert "| finetune | 身心健康 | 不安全 | synthetic | 10 |" in text
     assert "| eval | (none) | 安全 | real | 1 |" in text  # a row without scenario is counted, not dropped
