@@ -182,21 +182,23 @@ def correlated_judges(votes: pl.DataFrame, reference: pl.DataFrame, min_ratio: f
 
 
 def judge_groups(pairs: pl.DataFrame) -> list[list[str]]:
-    """Connected judges of correlated pairs (judge_a, judge_b) as disjoint groups, for dawid_skene."""
-    parent: dict[str, str] = {}
+    """Connected judges of correlated pairs (judge_a, judge_b) as disjoint groups, for dawid_skene:
+    the connected components of the pair graph (scipy), each group's judges sorted, groups in the
+    order of their first judge."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-    def find(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            x = parent[x]
-        return x
-
-    for a, b in pairs.select("judge_a", "judge_b").iter_rows():
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    groups: dict[str, list[str]] = {}
-    for j in sorted(parent):
-        groups.setdefault(find(j), []).append(j)
+    edges = pairs.select("judge_a", "judge_b").rows()
+    judges = sorted({j for edge in edges for j in edge})
+    if not judges:
+        return []
+    index = {j: i for i, j in enumerate(judges)}
+    graph = coo_matrix(([1] * len(edges), ([index[a] for a, _ in edges], [index[b] for _, b in edges])),
+                       shape=(len(judges), len(judges)))
+    _, component = connected_components(graph, directed=False)
+    groups: dict[int, list[str]] = {}
+    for judge, c in zip(judges, component, strict=True):
+        groups.setdefault(int(c), []).append(judge)
     return [g for g in groups.values() if len(g) > 1]
 
 
