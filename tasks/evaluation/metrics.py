@@ -10,9 +10,10 @@ The official rules:
 Where the official script would divide by zero (a source without any unsafe hit, say) an F1 is 0.0.
 
 The same figures come from SQL (warehouse/views/90_eval.sql) for predictions stored in the warehouse;
-tests hold both against a straightforward reimplementation of the rules. This module also reads
-prediction files made elsewhere (`libra score`; benchmark files are read by tasks/data/benchmarks.py) and
-draws the comparison of guards (markdown + PNG).
+tests hold both against a straightforward reimplementation of the rules. Both stay: the view scores what
+the warehouse stores, this module scores files without a warehouse (`libra score`). This module also reads
+prediction files made elsewhere (`libra score`, through tasks/data/read.py) and writes the comparison of
+guards as markdown; its chart is drawn by tasks/reports/charts.py.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import polars as pl
 from libra.tasks.annotation.verdicts import SAFE, UNSAFE
 from libra.tasks.core.errors import InputError
 from libra.tasks.data.read import SUFFIX_FORMAT, read_file
+from libra.tasks.reports.charts import comparison_chart  # noqa: F401  (tasks/evaluation/guard.py imports it from here)
 from libra.tasks.reports.tables import markdown_table
 
 # What an answer was, for the confusion matrix: a label, or why there is none.
@@ -207,30 +209,3 @@ def comparison_markdown(frame: pl.DataFrame, benchmark: str) -> str:
     } for r in frame.iter_rows(named=True)], schema=dict.fromkeys(
         ["guard", "stage", "items", "accuracy", "F1-unsafe", "F1-safe", "parse failures"], pl.String))
     return "\n".join([*lines, markdown_table(table)]) + "\n"
-
-
-def comparison_chart(frame: pl.DataFrame, benchmark: str, path: Path) -> Path:
-    """Grouped bars: accuracy, F1-unsafe, F1-safe (macro averages) per guard."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on servers and CI
-    import matplotlib.pyplot as plt
-
-    guards = frame["guard"].to_list()
-    metrics = [("accuracy", "Accuracy"), ("f1_unsafe", "F1-unsafe"), ("f1_safe", "F1-safe")]
-    width = 0.8 / len(metrics)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(guards) + 2), 4.5))
-    for i, (col, title) in enumerate(metrics):
-        xs = [g + (i - 1) * width for g in range(len(guards))]
-        bars = ax.bar(xs, frame[col].to_list(), width, label=title)
-        ax.bar_label(bars, fmt="%.3f", fontsize=7)
-    ax.set_xticks(range(len(guards)), [g if len(g) <= 28 else g[:25] + "…" for g in guards], rotation=15, ha="right")
-    ax.set_ylim(0, 1.18)
-    ax.set_ylabel("macro average over sources")
-    ax.set_title(f"Guards on {benchmark}")
-    ax.legend(loc="upper center", ncol=len(metrics), frameon=False)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
