@@ -12,6 +12,7 @@ from prefect import flow
 
 from libra.flows import ablation, curation, evaluation, importing, labelling, synthesis, training
 from libra.flows.common import stage_run
+from libra.warehouse import sql_text
 
 # The stage-1 factory, in order. Later stages read what earlier ones stored, nothing else.
 STAGES = ("elements", "synthesize", "augment", "dedup", "respond", "annotate", "split")
@@ -28,6 +29,6 @@ def factory_flow(config: Path, warehouse: Path | None = None) -> dict:
         target = str(fx.warehouse.path)
         for name in STAGES:
             summary[name] = STAGE_FLOWS[name](str(config), target, fx.run_id)
-        counts = fx.warehouse.query("SELECT stage, n FROM v_stage_counts")
+        counts = fx.warehouse.query(sql_text("queries/status_stage_counts.sql"))
         summary["counts"] = dict(zip(counts["stage"].to_list(), counts["n"].to_list(), strict=True))
     return summary
