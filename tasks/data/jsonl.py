@@ -1,6 +1,7 @@
-"""JSON Lines reading, one way for every reader (imports, benchmarks, human labels, predictions, dedup
-input, verdict files, training exports): each non-blank line parsed on its own, a broken line carrying
-its error so that each reader decides whether it fails the file or collects the line as bad.
+"""JSON Lines parsing, line by line: each non-blank line parsed on its own, a broken line carrying its
+error so that each reader decides whether it fails the file or collects the line as bad. Files are read
+by tasks/data/read.py (formats, encodings), which uses this for JSON Lines; streams that are not files
+(dedup input on stdin, verdict and training-export files read line by line) use it directly.
 """
 
 from __future__ import annotations
