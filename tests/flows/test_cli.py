@@ -154,3 +154,29 @@ def test_prefect_yaml_deploys_every_stage_on_a_cron_schedule():
         assert deployment["schedules"][0]["cron"]
         names.add(load_flow_from_entrypoint(deployment["entrypoint"]).name)
     assert {"factory", *STAGES} <= names
+
+
+def test_demo_hints_name_the_warehouse_the_user_gave_and_run_as_printed(tmp_path, monkeypatch):
+    """The closing hints say `--warehouse W` with W as given (absolute, relative or ~), and each runs."""
+    import contextlib
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from libra.flows import factory
+    from libra.flows.cli.main import app
+    from libra.tasks.llm import servers
+
+    monkeypatch.setattr(servers, "start_server", lambda *a, **k: contextlib.nullcontext())
+    monkeypatch.setattr(factory, "factory_flow", lambda config, warehouse: Warehouse(warehouse))
+    monkeypatch.chdir(tmp_path)
+    for given in (str(tmp_path / "x.duckdb"), "rel.duckdb", "sub dir/y.duckdb"):
+        (tmp_path / "sub dir").mkdir(exist_ok=True)
+        out = CliRunner().invoke(app, ["demo", "--warehouse", given], catch_exceptions=False)
+        assert out.exit_code == 0, out.output
+        hints = [line.strip() for line in out.output.splitlines() if line.strip().startswith("libra sql")]
+        assert len(hints) == 3 and all(h.startswith(f"libra sql --warehouse {shlex.quote(given)} ") for h in hints)
+        assert "demo.duckdb" not in out.output
+        for hint in hints:
+            ran = CliRunner().invoke(app, shlex.split(hint)[1:])
+            assert ran.exit_code == 0, (hint, ran.output)
