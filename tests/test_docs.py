@@ -197,7 +197,7 @@ def test_every_documented_command_exists_with_its_options(command: DocCommand) -
 
 def _check_command(root, command: DocCommand, args: list[str]) -> None:
     resolved, names, rest = _resolve(root, args)
-    assert names, f"{command.where}: `{command.text}`: no such command (commands: {', '.join(root.list_commands(None))})"
+    assert names or rest == ["--help"], f"{command.where}: `{command.text}`: no such command (commands: {', '.join(root.list_commands(None))})"
     assert not _is_group(resolved) or "--help" in rest, (
         f"{command.where}: `{command.text}`: `libra {' '.join(names)}` needs a sub-command "
         f"({', '.join(resolved.list_commands(None))})")
