@@ -9,39 +9,22 @@ training:<id> / training:latest (both run offline through vLLM). Options overrid
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from libra.flows.common import merge, stage_run
-from libra.tasks.core.config import ConfigError, Evaluation
-from libra.tasks.core.overrides import with_overrides
+from libra.tasks.core.config import Evaluation
 from libra.tasks.core.runs import Factory
 from libra.tasks.evaluation import guard as guards
 from libra.tasks.evaluation import metrics
+from libra.tasks.evaluation.guard import write_comparison  # libra compare writes the same report
 from libra.tasks.llm.step import run_step, slices
 from libra.tasks.training import batch_tasks
 from libra.tasks.training.guard_prompt import GuardInstruction
-from libra.warehouse import Warehouse
-
-
-def write_comparison(wh: Warehouse, benchmark: str, out_dir: Path) -> dict[str, Any]:
-    """Every guard evaluated on the benchmark: comparison.json, comparison.md and comparison.png."""
-    frame = wh.query("SELECT * FROM v_eval_comparison WHERE benchmark = ? ORDER BY f1_unsafe DESC, guard",
-                     [benchmark])
-    if frame.is_empty():
-        return {"guards": 0}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "comparison.json").write_text(
-        json.dumps(frame.to_dicts(), ensure_ascii=False, indent=2, default=str), encoding="utf-8")
-    markdown = metrics.comparison_markdown(frame, benchmark)
-    (out_dir / "comparison.md").write_text(markdown, encoding="utf-8")
-    metrics.comparison_chart(frame, benchmark, out_dir / "comparison.png")
-    return {"guards": frame.height, "dir": str(out_dir), "markdown": markdown, "rows": frame.to_dicts()}
 
 
 def evaluate_guard(fx: Factory, g: guards.Guard, benchmark: str, ev: Evaluation,
@@ -67,35 +50,26 @@ def evaluate_guard(fx: Factory, g: guards.Guard, benchmark: str, ev: Evaluation,
 
 @flow(name="eval", log_prints=True)
 def eval_flow(
-    config: str, warehouse: str | None = None, parent_run_id: str | None = None, *,
+    config: Path, warehouse: Path | None = None, parent_run_id: str | None = None, *,
     guard: str | None = None, benchmark: str | None = None, benchmark_name: str | None = None,
-    per_source_limit: str | None = None, max_tokens: str | None = None, structured: str | None = None,
+    per_source_limit: int | Literal["auto"] | None = None, max_tokens: int | None = None,
+    structured: Literal["none", "choice"] | None = None,
 ) -> dict:
-    """Run each guard over the benchmark items it has not answered, store the predictions, report."""
+    """Run each guard over the benchmark items it has not answered, store the predictions, report.
+    guard: comma-separated guards; None options come from the config's `evaluation` section."""
     with stage_run("eval", config, warehouse, parent_run_id) as (fx, summary):
-        ev = with_overrides(fx.cfg.evaluation, {"guards": guard, "benchmark": benchmark,
-                                                "per_source_limit": per_source_limit, "max_tokens": max_tokens,
-                                                "structured": structured}, list_keys=("guards",))
-        if not ev.guards or not ev.benchmark:
-            raise ConfigError("eval needs --guard and --benchmark (or evaluation.guards / evaluation.benchmark)")
+        ev = guards.evaluation_settings(fx.cfg, guard=guard, benchmark=benchmark, per_source_limit=per_source_limit,
+                                        max_tokens=max_tokens, structured=structured)
         wh = fx.warehouse
         instruction = GuardInstruction.from_config(fx.cfg)
         name, new_items = guards.register_benchmark(wh, ev.benchmark, benchmark_name, fx.run_id)
-        chosen = [guards.resolve_guard(spec, fx.cfg, wh, ev.structured) for spec in ev.guards]
-        wh.insert("guards", pl.DataFrame([g.row(fx.run_id) for g in chosen]))
+        chosen = guards.register_guards(wh, fx.cfg, ev, fx.run_id)
         summary.update(benchmark=name, benchmark_items_new=new_items, guard_prompt=instruction.version, guards={})
         for g in chosen:
             summary["guards"][g.guard_id] = evaluate_guard(fx, g, name, ev, instruction)
         ids = [g.guard_id for g in chosen]
-        scores = wh.query("SELECT * FROM v_eval_metrics WHERE benchmark = ? AND list_contains(?, guard) ORDER BY guard",
-                          [name, ids])
-        per_source = wh.query("SELECT * FROM v_eval_source_metrics WHERE benchmark = ? AND list_contains(?, guard) "
-                              "ORDER BY guard, source", [name, ids])
-        for r in scores.iter_rows(named=True):
-            summary["guards"][r["guard"]].update(
-                {k: round(r[k], 4) for k in ("accuracy", "f1_unsafe", "f1_safe", "parse_failure_rate")}, n=r["n"])
-        report_dir = Path(ev.report_dir)
-        report = write_comparison(wh, name, report_dir if report_dir.is_absolute() else wh.path.parent / report_dir / name)
+        per_source = guards.score_guards(wh, name, ids, summary["guards"])
+        report = guards.write_comparison(wh, name, guards.report_dir(ev, wh, name))
         summary["report_dir"] = report.get("dir")
         for g in ids:
             rows = per_source.filter(pl.col("guard") == g)
@@ -110,6 +84,8 @@ def eval_flow(
                                      description=f"libra eval: guards on {name}")
     return summary
 
+
+__all__ = ["FLOWS", "eval_flow", "evaluate_guard", "write_comparison"]
 
 # `libra run <name>` finds flows here (see flows/factory.py: STAGE_FLOWS).
 FLOWS = {"eval": eval_flow}

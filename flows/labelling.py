@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -15,7 +17,7 @@ from libra.warehouse import sql_text
 
 
 @flow(name="respond", log_prints=True)
-def respond_flow(config: str, warehouse: str | None = None, parent_run_id: str | None = None) -> dict:
+def respond_flow(config: Path, warehouse: Path | None = None, parent_run_id: str | None = None) -> dict:
     """Fan every kept query out to every responder."""
     with stage_run("respond", config, warehouse, parent_run_id) as (fx, summary):
         wanted = respond.wanted_responses(fx.endpoint_pairs(fx.cfg.roles.responders), fx.cfg.sizes.samples_per_responder)
@@ -26,7 +28,7 @@ def respond_flow(config: str, warehouse: str | None = None, parent_run_id: str |
 
 
 @flow(name="annotate", log_prints=True)
-def annotate_flow(config: str, warehouse: str | None = None, parent_run_id: str | None = None) -> dict:
+def annotate_flow(config: Path, warehouse: Path | None = None, parent_run_id: str | None = None) -> dict:
     """Every judge votes on every response; hard samples then go to the adjudicator; agreement is reported."""
     with stage_run("annotate", config, warehouse, parent_run_id) as (fx, summary):
         setup = judge.JudgeSetup.from_config(fx.cfg, fx.taxonomy)  # a bad rules file fails before any call

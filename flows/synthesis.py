@@ -4,6 +4,7 @@ short and a finished one calls no LLM."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -12,9 +13,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from libra.flows.common import merge, stage_run
 from libra.tasks.core.config import load_config
-from libra.tasks.core.prompts import load_taxonomy
 from libra.tasks.core.runs import Factory
-from libra.tasks.data.imports import load_import_spec
 from libra.tasks.llm.step import run_step, slices, stored_ids
 from libra.tasks.reports.coverage import coverage_report
 from libra.tasks.synthesis import elements, synthesize, translate
@@ -38,7 +37,7 @@ def _coverage(fx: Factory, name: str, summary: dict[str, Any]) -> None:
 
 
 @flow(name="elements", log_prints=True)
-def elements_flow(config: str, warehouse: str | None = None, parent_run_id: str | None = None) -> dict:
+def elements_flow(config: Path, warehouse: Path | None = None, parent_run_id: str | None = None) -> dict:
     """Top the element library (harmful behaviours, concrete events per subcategory) up to its counts."""
     with stage_run("elements", config, warehouse, parent_run_id) as (fx, summary):
         sizes = fx.cfg.sizes
@@ -63,7 +62,7 @@ def elements_flow(config: str, warehouse: str | None = None, parent_run_id: str 
 
 
 @flow(name="synthesize", log_prints=True)
-def synthesize_flow(config: str, warehouse: str | None = None, parent_run_id: str | None = None) -> dict:
+def synthesize_flow(config: Path, warehouse: Path | None = None, parent_run_id: str | None = None) -> dict:
     """Top harmful queries and benign look-alikes up to their per-cell targets over the taxonomy."""
     with stage_run("synthesize", config, warehouse, parent_run_id) as (fx, summary):
         sizes = fx.cfg.sizes
@@ -91,7 +90,7 @@ def synthesize_flow(config: str, warehouse: str | None = None, parent_run_id: st
 
 
 @flow(name="augment", log_prints=True)
-def augment_flow(config: str, warehouse: str | None = None, parent_run_id: str | None = None) -> dict:
+def augment_flow(config: Path, warehouse: Path | None = None, parent_run_id: str | None = None) -> dict:
     """Give a share of the seed queries a rewritten, paraphrased or jailbreak-wrapped child."""
     with stage_run("augment", config, warehouse, parent_run_id) as (fx, summary):
         sizes = fx.cfg.sizes
@@ -113,27 +112,21 @@ def augment_flow(config: str, warehouse: str | None = None, parent_run_id: str |
 
 
 @flow(name="translate", log_prints=True)
-def translate_flow(config: str, warehouse: str | None = None, parent_run_id: str | None = None,
-                   input: str | None = None, text_column: str | None = None, response_column: str | None = None,
+def translate_flow(config: Path, warehouse: Path | None = None, parent_run_id: str | None = None,
+                   input: Path | None = None, text_column: str | None = None, response_column: str | None = None,
                    label_column: str | None = None, import_config: str | None = None, dataset: str | None = None,
-                   limit: str | None = None) -> dict:
+                   limit: int | None = None) -> dict:
     """Translate an English safety file (queries, and responses where present) into Chinese rows.
 
     input: the file (JSON, JSONL, CSV, Parquet); text_column / response_column / label_column override the
     columns found by name (query|prompt|question|en|text, response, label); import_config: a spec under
-    configs/imports/ (dataset name, columns, taxonomy mapping); limit: the first N records only.
+    configs/imports/ (a path or a packaged name: dataset name, columns, taxonomy mapping); limit: the
+    first N records only.
     """
     # The input is read and checked before the run starts: a bad file or column stores nothing.
-    if not input:
-        raise translate.TranslateInputError("translate needs an input file: --input FILE")
-    if limit is not None and not str(limit).isdigit():
-        raise translate.TranslateInputError(f"--limit must be a whole number, got {limit!r}")
-    cfg = load_config(config)
-    data = translate.read_english(input, load_import_spec(import_config) if import_config else None,
-                                  text_column=text_column, response_column=response_column,
-                                  label_column=label_column, dataset=dataset,
-                                  taxonomy=load_taxonomy(cfg.resolve(cfg.taxonomy)),
-                                  limit=int(limit) if limit is not None else None)
+    data = translate.read_input(load_config(config), input, import_config, text_column=text_column,
+                                response_column=response_column, label_column=label_column, dataset=dataset,
+                                limit=limit)
     with stage_run("translate", config, warehouse, parent_run_id) as (fx, summary):
         records = data.records
         summary.update(input=str(input), records=records.height, skipped=dict(data.skipped))

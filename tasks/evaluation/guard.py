@@ -29,14 +29,15 @@ from urllib.parse import urlsplit
 import polars as pl
 
 from libra.tasks.annotation.verdicts import SAFE, UNSAFE, parse_verdict
-from libra.tasks.core.config import Endpoint, FactoryConfig, VllmEngine
+from libra.tasks.core.config import ConfigError, Endpoint, Evaluation, FactoryConfig, VllmEngine
+from libra.tasks.core.overrides import with_overrides
 from libra.tasks.data.benchmarks import check_name, read_benchmark
 from libra.tasks.data.benchmarks import register_benchmark as store_benchmark
 from libra.tasks.llm.pool import LLMRequest, LLMResult
 from libra.tasks.llm.servers import ServerProcess, start_server
 from libra.tasks.llm.step import LLMStep, StepOutput, Write
 from libra.tasks.training.guard_prompt import GuardInstruction
-from libra.warehouse import Warehouse
+from libra.warehouse import Warehouse, sql_text
 from libra.warehouse.schemas import schema
 
 # A guard answers with the rear-critic JSON; 256 tokens is what Libra's own inference script allows.
@@ -162,8 +163,7 @@ def prompt_mismatch(wh: Warehouse, guard: Guard, instruction: GuardInstruction) 
     (the config's guard_prompt changed since the export): its figures would understate it."""
     if guard.training_run_id is None:
         return None
-    trained = wh.scalar("SELECT json_extract_string(data, '$.guard_prompt_version') FROM training_runs "
-                        "WHERE training_run_id = ?", [guard.training_run_id])
+    trained = wh.scalar(sql_text("queries/training_guard_prompt_version.sql"), [guard.training_run_id])
     if trained is None or trained == instruction.version:
         return None
     return (f"{guard.guard_id} was trained with guard prompt {trained} but is asked with {instruction.version}: "
@@ -192,9 +192,8 @@ def _resolve(spec: str, cfg: FactoryConfig, wh: Warehouse) -> Guard:
         raise GuardError(f"guard {spec!r}: no endpoint {name!r} in the config (known: {sorted(names)})")
     if spec.startswith("training:"):
         wanted = spec.removeprefix("training:")
-        sql = ("SELECT training_run_id, output_path FROM training_runs WHERE status = 'completed' "
-               + ("ORDER BY created_at DESC LIMIT 1" if wanted == "latest" else "AND training_run_id = ?"))
-        rows = wh.query(sql, None if wanted == "latest" else [wanted])
+        rows = (wh.query(sql_text("queries/latest_completed_training_run.sql")) if wanted == "latest"
+                else wh.query(sql_text("queries/completed_training_run.sql"), [wanted]))
         if rows.is_empty():
             raise GuardError(f"guard {spec!r}: no completed training run {'yet' if wanted == 'latest' else wanted}")
         folder = Path(rows["output_path"][0])
@@ -212,8 +211,7 @@ def _resolve(spec: str, cfg: FactoryConfig, wh: Warehouse) -> Guard:
 
 
 def _training_run_for(wh: Warehouse, folder: Path) -> str | None:
-    rows = wh.query("SELECT training_run_id FROM training_runs WHERE output_path = ? AND status = 'completed' "
-                    "ORDER BY created_at DESC LIMIT 1", [str(folder)])
+    rows = wh.query(sql_text("queries/training_run_for_folder.sql"), [str(folder)])
     return rows["training_run_id"][0] if rows.height else None
 
 
@@ -225,9 +223,9 @@ def register_benchmark(wh: Warehouse, spec: str, name: str | None, run_id: str) 
     does) or the name of a registered benchmark. Returns (name, items newly stored)."""
     path = Path(spec).expanduser()
     if not path.is_file():
-        if wh.scalar("SELECT count(*) FROM benchmarks WHERE benchmark = ?", [spec]):
+        if wh.scalar(sql_text("queries/benchmark_item_count.sql"), [spec]):
             return spec, 0
-        known = wh.query("SELECT DISTINCT benchmark FROM benchmarks ORDER BY 1")["benchmark"].to_list()
+        known = wh.query(sql_text("queries/benchmark_names.sql"))["benchmark"].to_list()
         raise GuardError(f"benchmark {spec!r}: no such file, and no registered benchmark of that name (known: {known})")
     name = check_name(name or path.stem)
     return name, store_benchmark(wh, name, read_benchmark(path), run_id)
@@ -237,21 +235,8 @@ def pending_items(wh: Warehouse, guard: Guard, benchmark: str, per_source_limit:
                   version: str) -> pl.DataFrame:
     """Benchmark items (the subset: the first N per source by a hash of their id) this guard has no
     good answer for under `version` (answer_version)."""
-    return wh.query(
-        """
-        WITH chosen AS (
-            SELECT *, row_number() OVER (PARTITION BY source ORDER BY md5(item_id)) AS k
-            FROM benchmarks WHERE benchmark = $benchmark
-        )
-        SELECT c.item_id, c.question, c.response FROM chosen c
-        WHERE ($limit IS NULL OR c.k <= $limit)
-          AND NOT EXISTS (SELECT 1 FROM predictions p
-                          WHERE p.guard = $guard AND p.benchmark = $benchmark AND p.item_id = c.item_id
-                            AND p.status = 'ok' AND p.prompt_version = $prompt)
-        ORDER BY c.item_id
-        """,
-        {"benchmark": benchmark, "limit": per_source_limit, "guard": guard.guard_id, "prompt": version},
-    )
+    return wh.query(sql_text("queries/pending_guard_items.sql"),
+                    {"benchmark": benchmark, "limit": per_source_limit, "guard": guard.guard_id, "prompt": version})
 
 
 # -- answers into rows ----------------------------------------------------------------------------
@@ -423,3 +408,58 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":  # vLLM's engine processes re-import the main module: the guard is required
     main()
+
+
+# -- the eval flow's settings, scores and report -------------------------------------------------
+
+
+def evaluation_settings(cfg: FactoryConfig, *, guard: str | None, benchmark: str | None,
+                        per_source_limit: int | str | None, max_tokens: int | None,
+                        structured: str | None) -> Evaluation:
+    """The config's `evaluation` section with the flow's options on top (None = from the config;
+    guard: comma-separated; per_source_limit `auto` clears it); fails before any work without a guard
+    or a benchmark."""
+    ev = with_overrides(cfg.evaluation, {"guards": guard, "benchmark": benchmark, "per_source_limit": per_source_limit,
+                                         "max_tokens": max_tokens, "structured": structured}, list_keys=("guards",))
+    if not ev.guards or not ev.benchmark:
+        raise ConfigError("eval needs --guard and --benchmark (or evaluation.guards / evaluation.benchmark)")
+    return ev
+
+
+def register_guards(wh: Warehouse, cfg: FactoryConfig, ev: Evaluation, run_id: str) -> list[Guard]:
+    """Resolve the evaluation's guard specs and record them in `guards`."""
+    chosen = [resolve_guard(spec, cfg, wh, ev.structured) for spec in ev.guards]
+    wh.insert("guards", pl.DataFrame([g.row(run_id) for g in chosen]))
+    return chosen
+
+
+def score_guards(wh: Warehouse, benchmark: str, guard_ids: list[str], summaries: dict[str, dict[str, Any]]
+                 ) -> pl.DataFrame:
+    """The official figures of the guards into their summaries; returns the per-source figures."""
+    scores = wh.query(sql_text("queries/eval_run_metrics.sql"), [benchmark, guard_ids])
+    for r in scores.iter_rows(named=True):
+        summaries[r["guard"]].update(
+            {k: round(r[k], 4) for k in ("accuracy", "f1_unsafe", "f1_safe", "parse_failure_rate")}, n=r["n"])
+    return wh.query(sql_text("queries/eval_run_source_metrics.sql"), [benchmark, guard_ids])
+
+
+def report_dir(ev: Evaluation, wh: Warehouse, benchmark: str) -> Path:
+    """evaluation.report_dir, relative ones beside the warehouse, one folder per benchmark."""
+    folder = Path(ev.report_dir)
+    return folder if folder.is_absolute() else wh.path.parent / folder / benchmark
+
+
+def write_comparison(wh: Warehouse, benchmark: str, out_dir: Path) -> dict[str, Any]:
+    """Every guard evaluated on the benchmark: comparison.json, comparison.md and comparison.png."""
+    frame = wh.query(sql_text("queries/eval_report_comparison.sql"), [benchmark])
+    if frame.is_empty():
+        return {"guards": 0}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "comparison.json").write_text(
+        json.dumps(frame.to_dicts(), ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+    from libra.tasks.evaluation import metrics  # charts (matplotlib): only a report pays for them
+
+    markdown = metrics.comparison_markdown(frame, benchmark)
+    (out_dir / "comparison.md").write_text(markdown, encoding="utf-8")
+    metrics.comparison_chart(frame, benchmark, out_dir / "comparison.png")
+    return {"guards": frame.height, "dir": str(out_dir), "markdown": markdown, "rows": frame.to_dicts()}

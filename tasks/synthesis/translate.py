@@ -27,13 +27,15 @@ from typing import Any
 
 import polars as pl
 
+from libra.tasks.core.config import FactoryConfig
 from libra.tasks.core.ids import content_hash, query_id, response_id
-from libra.tasks.core.prompts import Taxonomy, frame_nonce, load_template
+from libra.tasks.core.prompts import Taxonomy, frame_nonce, load_taxonomy, load_template
 from libra.tasks.data.imports import (
     BadRow,
     ImportFailure,
     ImportSpec,
     category_value,
+    load_import_spec,
     load_mapping,
     read_records,
 )
@@ -152,6 +154,19 @@ def read_english(path: str | Path, spec: ImportSpec | None = None, *, text_colum
             "response_index": index,
         })
     return EnglishInput(pl.DataFrame(rows, schema=INPUT_COLUMNS), skipped)
+
+
+def read_input(cfg: FactoryConfig, input: str | Path | None, import_config: str | None, *, limit: int | None,
+               **columns: str | None) -> EnglishInput:
+    """The translate flow's input, read and checked before its run starts (a bad file, column or
+    limit stores nothing); import_config: a path or a packaged spec name."""
+    if not input:
+        raise TranslateInputError("translate needs an input file: --input FILE")
+    if limit is not None and (isinstance(limit, bool) or not str(limit).isdigit()):
+        raise TranslateInputError(f"--limit must be a whole number, got {limit!r}")
+    return read_english(input, load_import_spec(import_config) if import_config else None,
+                        taxonomy=load_taxonomy(cfg.resolve(cfg.taxonomy)), limit=int(limit) if limit is not None else None,
+                        **columns)
 
 
 def texts_to_translate(pending: pl.DataFrame, translated: set[str], attempts: dict[tuple, Attempts],
