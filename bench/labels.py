@@ -18,15 +18,13 @@ hard pool holds, and the pool's size.
 
 Then the same two worlds served (skip with --no-served): the stub LLM server's judges (stubllm/behaviours.py
 JUDGES: stub-judge-a/b/c, and the biased world's stub-judge-lenient/strict/twin-1/twin-2, whose blind spot is
-truth.in_blind_spot) label the demo factory's responses through the real flows (`libra run factory`, then
-`libra run annotate` once more so the label model is refitted anchored on the adjudications the first run
-made), with `vote.method: dawid_skene`; every settled response is scored against stubllm.truth.true_label of
-the texts the judges saw: the best single judge (an abstention counts as wrong), the majority of the stored
-votes (v_vote_summary's tallies, a tie by a fair coin) and the stored posterior (label_posteriors).
+truth.in_blind_spot) label the demo factory's responses through the real flows (`libra run factory` with
+`vote.method: dawid_skene`); the stored votes of every settled response are scored by the same rules against
+stubllm.truth.true_label of the texts the judges saw, with a random 2% as the known labels.
 Last line: `dawid_skene/majority error ratio (biased world): X.XX`, from the served biased world when it
 runs, else from the simulated one.
 
-    python bench/labels.py [--items 20000] [--seed 0] [--min-confidence 0.9] [--no-served] [--queries-scale 1]
+    python bench/labels.py [--items 20000] [--seed 0] [--min-confidence 0.9] [--no-served] [--queries-scale 3]
 """
 
 from __future__ import annotations
@@ -164,7 +162,7 @@ def served_config(judges: dict[str, str], min_confidence: float, scale: float, p
     cfg["vote"] = {**cfg.get("vote", {}), "method": "dawid_skene", "min_confidence": min_confidence}
     if scale != 1:
         sizes = cfg["sizes"]
-        sizes["target_per_subcategory"] = max(1, round(sizes["target_per_subcategory"] * scale))
+        sizes["calls_per_subcategory"] = max(1, round(sizes.get("calls_per_subcategory", 1) * scale))
     path.write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path
 
@@ -175,41 +173,34 @@ def served_report(name: str, judges: dict[str, str], min_confidence: float, scal
     warehouse = workdir / f"{name}.duckdb"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "LIBRA_STUB_URL": url}
     start = time.perf_counter()
     with start_server([sys.executable, "-m", "libra.stubllm", "--port", str(port), "--latency-ms", "2"], url,
                       log_path=workdir / f"{name}-stub.log", timeout_s=60):
-        for stage in ("factory", "annotate"):  # the second annotate refits the label model on the adjudications
-            subprocess.run(["libra", "run", stage, "--config", str(config), "--warehouse", str(warehouse)],
-                           env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(["libra", "run", "factory", "--config", str(config), "--warehouse", str(warehouse)],
+                       env={**os.environ, "LIBRA_STUB_URL": url}, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
     wh = Warehouse(warehouse, create=False)
     items = wh.query(sql_text("queries/label_truth_items.sql"))
-    votes = wh.query(sql_text("queries/label_model_votes.sql"))
+    stored = wh.query(sql_text("queries/label_model_votes.sql"))
     truth = np.array([true_label(q, r) == UNSAFE for q, r in zip(items["query_text"], items["response_text"], strict=True)])
-    scored = ~items["anchored"].to_numpy()  # known labels are not scored: the label model was told them
-    t = truth[scored].astype(int)
+    # The served votes as the simulated worlds hold them (judge -> 1 unsafe, 0 safe, -1 abstention), so the
+    # same rules score them; the flow's own posterior (fitted before any known label existed) is shown too.
     index = {item: i for i, item in enumerate(items["item_id"].to_list())}
-    singles = {}
-    for model in votes["judge"].unique().sort().to_list():
+    labels = {}
+    for judge in stored["judge"].unique().sort().to_list():
         said = np.full(len(items), -1)
-        mine = votes.filter(pl.col("judge") == model)
-        rows = np.array([index[i] for i in mine["item_id"].to_list()], dtype=int)
-        said[rows] = (mine["label"] == UNSAFE).to_numpy().astype(int)
-        singles[model] = float((said[scored] != t).mean())
-    best = min(singles, key=singles.__getitem__)
-    n_safe, n_unsafe = items["n_safe"].to_numpy(), items["n_unsafe"].to_numpy()
-    coin = (rng.random(len(items)) < 0.5).astype(int)
-    maj = np.where(n_unsafe > n_safe, 1, np.where(n_safe > n_unsafe, 0, coin))[scored]
-    p = items["p_unsafe"].to_numpy()
-    ds = np.where(np.isnan(p.astype(float)), -1, (p > 0.5).astype(int))[scored]
-    print(f"\nserved {name} world: {len(t)} settled responses scored ({int((~scored).sum())} more anchored by an "
-          f"adjudication), factory + annotate {seconds:.0f} s; judges " + ", ".join(f"{j} {e:.3f}" for j, e in singles.items()))
-    out = {"best": singles[best], "majority": float((maj != t).mean()), "dawid_skene": float((ds != t).mean())}
-    print(f"{'best single judge (' + best + ')':<38} {out['best']:>7.4f}")
-    print(f"{'majority of the stored votes':<38} {out['majority']:>7.4f}")
-    print(f"{'dawid_skene (label_posteriors)':<38} {out['dawid_skene']:>7.4f}")
-    return out
+        mine = stored.filter(pl.col("judge") == judge)
+        said[np.array([index[i] for i in mine["item_id"].to_list()], dtype=int)] = (mine["label"] == UNSAFE).to_numpy()
+        labels[judge] = said
+    order = rng.permutation(len(items))  # the known labels are a random share, as human labels would be
+    truth, labels = truth[order], {j: said[order] for j, said in labels.items()}
+    posterior = items["p_unsafe"].to_numpy()[order].astype(float)
+    flow_ds = np.where(np.isnan(posterior), -1, (posterior > 0.5).astype(int))
+    print(f"\nserved {name} world: the demo factory on the stub (`libra run factory`, vote.method dawid_skene), "
+          f"{len(items)} settled responses, {seconds:.0f} s; the flow's stored posterior (no known labels yet): "
+          f"error {float((flow_ds != truth).mean()):.4f}")
+    return report(f"served {name}", truth, labels, min_confidence, rng)
 
 
 def main() -> None:
@@ -218,8 +209,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--min-confidence", type=float, default=0.9)
     ap.add_argument("--no-served", action="store_true", help="Only the simulated worlds (no stub server, no flows).")
-    ap.add_argument("--queries-scale", type=float, default=1.0,
-                    help="Served worlds: the demo's target_per_subcategory times this (more responses to score).")
+    ap.add_argument("--queries-scale", type=float, default=3.0,
+                    help="Served worlds: the demo's calls_per_subcategory times this (more responses to score).")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     results = {}
@@ -237,7 +228,7 @@ def main() -> None:
         stub, biased = served["stub"], served["biased"]
         print(f"\nserved: stub world: dawid_skene {stub['dawid_skene']:.4f} vs majority {stub['majority']:.4f}; "
               f"biased world: dawid_skene {biased['dawid_skene']:.4f} vs majority {biased['majority']:.4f} "
-              f"vs best judge {biased['best']:.4f}")
+              f"vs best judge {biased['best']:.4f} (without anchors and groups: {biased['plain']:.4f})")
     print(f"dawid_skene/majority error ratio (biased world): {biased['dawid_skene'] / biased['majority']:.2f}")
 
 
