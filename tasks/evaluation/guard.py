@@ -11,7 +11,6 @@ the flow does next. The child writes its answers as it goes, so a run cut short 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -325,9 +324,11 @@ def run_offline(checkpoint: Path, items: pl.DataFrame, instruction: GuardInstruc
             f.write(json.dumps({"id": r["item_id"], "messages": instruction.messages(r["question"], r["response"])},
                                ensure_ascii=False) + "\n")
     out.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "libra.tasks.evaluation.guard", "--model", str(checkpoint), "--input", str(inp),
-           "--output", str(out), "--max-tokens", str(max_tokens), "--structured", structured,
-           "--engine", json.dumps(engine_settings(engine))]
+    spec = workdir / "worker.json"  # everything the child needs, in one file (no second CLI parser)
+    spec.write_text(json.dumps({"model": str(checkpoint), "input": str(inp), "output": str(out),
+                                "max_tokens": max_tokens, "structured": structured,
+                                "engine": engine_settings(engine)}, ensure_ascii=False), encoding="utf-8")
+    cmd = [sys.executable, "-m", "libra.tasks.evaluation.guard", str(spec)]
     with log.open("wb") as logf:
         # its own process group: vLLM's engine processes go with it, whatever way it ends
         proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env={**os.environ, **vllm_env()},
@@ -352,62 +353,6 @@ def run_offline(checkpoint: Path, items: pl.DataFrame, instruction: GuardInstruc
         raise RuntimeError(f"{failure} before answering anything; log {log}:\n{tail}")
     missing = failure or "no answer from the vLLM worker"
     return [done.get(i, {"text": None, "error": missing}) for i in items["item_id"].to_list()]
-
-
-# -- offline vLLM (the child: python -m libra.tasks.evaluation.guard) ----------------------------------------
-
-
-def _worker(args: argparse.Namespace) -> None:
-    from vllm import LLM, SamplingParams
-    from vllm.sampling_params import StructuredOutputsParams
-
-    engine = json.loads(args.engine)
-    llm = LLM(model=args.model, dtype=engine["dtype"], max_model_len=engine["max_model_len"],
-              gpu_memory_utilization=engine["gpu_memory_utilization"], enforce_eager=engine["enforce_eager"],
-              tensor_parallel_size=engine["tensor_parallel_size"], seed=0)
-    tokenizer = llm.get_tokenizer()
-    context = llm.model_config.max_model_len
-    items = [json.loads(line) for line in Path(args.input).read_text(encoding="utf-8").splitlines() if line.strip()]
-    sampling = SamplingParams(
-        temperature=0.0, max_tokens=args.max_tokens,
-        structured_outputs=StructuredOutputsParams(choice=[SAFE, UNSAFE]) if args.structured == "choice" else None,
-    )
-    with open(args.output, "a", encoding="utf-8") as out:
-        fits = []
-        for it in items:
-            text = tokenizer.apply_chat_template(it["messages"], add_generation_prompt=True, tokenize=False)
-            n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
-            if n + args.max_tokens > context:  # vLLM refuses the whole batch for one prompt too long
-                out.write(json.dumps({"id": it["id"], "text": None, "prompt_tokens": n,
-                                      "error": f"prompt of {n} tokens + {args.max_tokens} to generate exceeds the "
-                                               f"model's context of {context}"}, ensure_ascii=False) + "\n")
-            else:
-                fits.append(it)
-        for start in range(0, len(fits), 256):
-            chunk = fits[start:start + 256]
-            outputs = llm.chat([it["messages"] for it in chunk], sampling, use_tqdm=False)
-            for it, o in zip(chunk, outputs, strict=True):
-                out.write(json.dumps({"id": it["id"], "text": o.outputs[0].text, "error": None,
-                                      "prompt_tokens": len(o.prompt_token_ids or []),
-                                      "completion_tokens": len(o.outputs[0].token_ids),
-                                      "finish_reason": o.outputs[0].finish_reason}, ensure_ascii=False) + "\n")
-            out.flush()
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m libra.tasks.evaluation.guard",
-                                     description="Answer guard prompts with vLLM offline (LLM.chat); one JSONL in, one out.")
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--input", required=True)
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--structured", choices=["none", "choice"], default="none")
-    parser.add_argument("--engine", required=True, help="JSON of the vLLM engine options")
-    _worker(parser.parse_args(argv))
-
-
-if __name__ == "__main__":  # vLLM's engine processes re-import the main module: the guard is required
-    main()
 
 
 # -- the eval flow's settings, scores and report -------------------------------------------------
@@ -463,3 +408,71 @@ def write_comparison(wh: Warehouse, benchmark: str, out_dir: Path) -> dict[str, 
     (out_dir / "comparison.md").write_text(markdown, encoding="utf-8")
     metrics.comparison_chart(frame, benchmark, out_dir / "comparison.png")
     return {"guards": frame.height, "dir": str(out_dir), "markdown": markdown, "rows": frame.to_dicts()}
+
+
+# -- offline vLLM (the child: python -m libra.tasks.evaluation.guard) ----------------------------------------
+
+
+WORKER_KEYS = ("model", "input", "output", "max_tokens", "structured", "engine")
+
+
+def read_worker_spec(path: Path) -> dict[str, Any]:
+    """The offline worker's spec (written by run_offline): model, input, output, max_tokens, structured,
+    engine; a missing key or bad JSON names the file."""
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise GuardError(f"{path}: not a readable worker spec: {e}") from None
+    missing = [k for k in WORKER_KEYS if not isinstance(spec, dict) or k not in spec]
+    if missing:
+        raise GuardError(f"{path}: worker spec lacks {missing}")
+    return spec
+
+
+def _worker(spec: dict[str, Any]) -> None:
+    from vllm import LLM, SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    engine, max_tokens = spec["engine"], int(spec["max_tokens"])
+    llm = LLM(model=spec["model"], dtype=engine["dtype"], max_model_len=engine["max_model_len"],
+              gpu_memory_utilization=engine["gpu_memory_utilization"], enforce_eager=engine["enforce_eager"],
+              tensor_parallel_size=engine["tensor_parallel_size"], seed=0)
+    tokenizer = llm.get_tokenizer()
+    context = llm.model_config.max_model_len
+    items = [json.loads(line) for line in Path(spec["input"]).read_text(encoding="utf-8").splitlines() if line.strip()]
+    sampling = SamplingParams(
+        temperature=0.0, max_tokens=max_tokens,
+        structured_outputs=StructuredOutputsParams(choice=[SAFE, UNSAFE]) if spec["structured"] == "choice" else None,
+    )
+    with open(spec["output"], "a", encoding="utf-8") as out:
+        fits = []
+        for it in items:
+            text = tokenizer.apply_chat_template(it["messages"], add_generation_prompt=True, tokenize=False)
+            n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+            if n + max_tokens > context:  # vLLM refuses the whole batch for one prompt too long
+                out.write(json.dumps({"id": it["id"], "text": None, "prompt_tokens": n,
+                                      "error": f"prompt of {n} tokens + {max_tokens} to generate exceeds the "
+                                               f"model's context of {context}"}, ensure_ascii=False) + "\n")
+            else:
+                fits.append(it)
+        for start in range(0, len(fits), 256):
+            chunk = fits[start:start + 256]
+            outputs = llm.chat([it["messages"] for it in chunk], sampling, use_tqdm=False)
+            for it, o in zip(chunk, outputs, strict=True):
+                out.write(json.dumps({"id": it["id"], "text": o.outputs[0].text, "error": None,
+                                      "prompt_tokens": len(o.prompt_token_ids or []),
+                                      "completion_tokens": len(o.outputs[0].token_ids),
+                                      "finish_reason": o.outputs[0].finish_reason}, ensure_ascii=False) + "\n")
+            out.flush()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m libra.tasks.evaluation.guard SPEC.json`: answer the spec's input with vLLM offline."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        raise SystemExit("usage: python -m libra.tasks.evaluation.guard WORKER_SPEC.json (written by run_offline)")
+    _worker(read_worker_spec(Path(args[0])))
+
+
+if __name__ == "__main__":  # vLLM's engine processes re-import the main module: the guard is required
+    main()

@@ -117,3 +117,19 @@ def test_merge_sums_numbers_and_merges_dicts():
 
 def test_schema_of_a_frame_built_by_a_step_is_the_declared_one():
     assert schema("responses") == respond.RESPONSE_SCHEMA
+
+
+def test_the_offline_guard_worker_reads_one_spec_file_and_names_what_it_lacks(tmp_path):
+    import pytest
+
+    from libra.tasks.evaluation.guard import GuardError, main, read_worker_spec
+
+    spec = tmp_path / "worker.json"
+    spec.write_text(json.dumps({"model": "m", "input": "i", "output": "o", "max_tokens": 8, "structured": "none"}))
+    with pytest.raises(GuardError, match=r"worker.json: worker spec lacks \['engine'\]"):
+        read_worker_spec(spec)
+    spec.write_text("{not json")
+    with pytest.raises(GuardError, match="worker.json: not a readable worker spec"):
+        read_worker_spec(spec)
+    with pytest.raises(SystemExit, match="usage"):
+        main(["--model", "m"])
