@@ -59,10 +59,10 @@ def _publish_label_model(fx: Factory) -> dict:
     """Fit and store the Dawid-Skene label model; its per-judge estimates as artifacts."""
     figures = dawid_skene.store_label_model(fx.warehouse, fx.run_id, fx.cfg.vote.min_confidence)
     if figures["items"]:
-        judges = fx.warehouse.query("SELECT * FROM v_label_model_judges")
+        judges = fx.warehouse.query(sql_text("queries/label_model_judges.sql"))
         create_table_artifact(table=judges.to_dicts(), key="annotate-label-model-judges",
                               description="libra annotate: each judge's estimated accuracy (Dawid-Skene)")
-        confusion = fx.warehouse.query("SELECT * FROM v_label_model_confusion")
+        confusion = fx.warehouse.query(sql_text("queries/label_model_confusion.sql"))
         create_table_artifact(table=confusion.to_dicts(), key="annotate-label-model-confusion",
                               description="libra annotate: each judge's estimated confusion matrix (Dawid-Skene)")
         chart = dawid_skene.judge_chart(judges, fx.warehouse.path.parent / "reports" / "label_model_judges.png")
@@ -72,8 +72,8 @@ def _publish_label_model(fx: Factory) -> dict:
 
 def _publish_agreement(fx: Factory) -> dict:
     """Judge agreement over the warehouse as it stands after this run: artifacts, and the headline figures."""
-    votes = fx.warehouse.query("SELECT response_id, judge, label, scenario FROM _labelled_votes")
-    final = fx.warehouse.query("SELECT response_id, final_label FROM v_final_labels")
+    votes = fx.warehouse.query(sql_text("queries/agreement_votes.sql"))
+    final = fx.warehouse.query(sql_text("queries/agreement_final_labels.sql"))
     if votes.is_empty():
         return {}
     report = agreement.agreement_report(votes, final)
