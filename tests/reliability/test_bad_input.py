@@ -55,7 +55,7 @@ def _cases(tmp: Path, wh: Path) -> list[tuple[str, str, list[str], str]]:
             tmp / "bench.json", json.dumps([{"id": "b1", "question": "", "label": "安全"}])))],
          "record [0] (id 'b1'): 'question' must be a non-empty string"),
         ("benchmark", "invalid JSON", ["import", "benchmark", "--name", "bad", str(_write(
-            tmp / "bench2.json", b'[{"id": 1,'))], "bench2.json: line 1"),
+            tmp / "bench2.json", b'[{"id": 1,'))], "bench2.json:1: not valid JSON"),
         ("labels", "invalid label", ["import-labels", str(_write(
             tmp / "labels.csv", f"id,label\n{rid},maybe\n"))], "invalid label 'maybe'"),
         ("labels", "unknown id", ["import-labels", str(_write(
