@@ -6,7 +6,9 @@ declares its step: how a batch frame plus a picklable context (e.g. `JudgeSetup`
 `LLMRequest`s, how the results become rows (`StepOutput`: a frame per table, `generation_calls` rows,
 summary counts), and the tables it writes with their conflict rule. Where its pending work is a
 warehouse query, `PendingQuery` names the .sql file and its keyset (the flow reads it in pages,
-`WHERE key > :after ORDER BY key LIMIT :n`, never the whole table).
+`WHERE key > :after ORDER BY key LIMIT :n`, never the whole table): responses and votes. Hard samples
+for adjudication (a share of the responses) and a guard's pending benchmark items (a per-source subset)
+are read whole and cut with `slices`, as plans are.
 
 `run_step_batch` (the one batch task) takes plain picklable inputs (the step, the FactoryConfig, the
 run id, the batch frame, the context, the cached answers `{call_key: text}` the flow looked up, the
