@@ -32,7 +32,7 @@ def import_queries(
         "--category-from-filename", help="The file name (without suffix) is the category (XSafety).")] = False,
     fmt: Annotated[str | None, typer.Option("--format", help="jsonl, json, csv or parquet (default: from the suffix).")] = None,
     encoding: Annotated[str | None, typer.Option(
-        help="utf-8, utf-8-sig or gb18030 (default: detected; a UTF-8 BOM is always accepted).")] = None,
+        help="utf-8, utf-8-sig, gb18030 or utf-16 (with a BOM) (default: detected; a UTF-8 BOM is always accepted).")] = None,
     no_header: Annotated[bool, typer.Option("--no-header", help="CSV without a header row (one text column).")] = False,
     dataset: Annotated[str | None, typer.Option(help="Dataset name kept in provenance (default: the file stem).")] = None,
     skip_bad: Annotated[bool, typer.Option(

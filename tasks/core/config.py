@@ -190,7 +190,7 @@ class Sizes(_Strict):
 
 class Dedup(_Strict):
     """Near-duplicates: Jaccard similarity of shingle sets >= threshold (tasks/dedup/near.py: DedupParams).
-    The default (character 2-grams, 0.6) was chosen by bench/dedup.py on real queries; see README."""
+    The default (character 2-grams, 0.6) was chosen by bench/dedup.py on real queries; see docs/dedup.md."""
 
     shingle: Literal["char", "word"] = "char"  # char: character n-grams; word: jieba word n-grams
     ngram: int = Field(2, ge=1, le=20)
@@ -205,7 +205,7 @@ class Dedup(_Strict):
 
 
 class Split(_Strict):
-    """Split assignment (tasks/data/splits.py) and export (see README "Splits and exports")."""
+    """Split assignment (tasks/data/splits.py) and export (see docs/exports.md)."""
 
     seed: int = 0
     # Held-out share of settled queries in every scenario x label stratum (the eval split).
