@@ -31,10 +31,11 @@ from libra.tasks.core.config import Split
 from libra.tasks.core.ids import content_hash, file_sha256
 from libra.tasks.training.guard_prompt import GuardInstruction
 from libra.warehouse import Warehouse, sql_text
+from libra.warehouse.schemas import schema
 
 SPLITS = ("pretrain", "finetune", "eval")
 TRAINING_SPLITS = ("pretrain", "finetune")
-SPLIT_SCHEMA = {"query_id": pl.String, "split": pl.String, "seed": pl.Int32, "run_id": pl.String}
+SPLIT_SCHEMA = schema("splits")
 
 
 def _order(seed: int, key: str) -> str:

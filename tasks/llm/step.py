@@ -242,15 +242,20 @@ def run_step(fx: Factory, step: LLMStep, batches: Iterable[pl.DataFrame], contex
         merge(summary, store_batch(fx, step, future.result(), batch, context))
 
     # threads in this process, or Ray workers (the run's Ray: tasks/core/executor.py, ray_session)
+    shares = limit
     with task_runner(fx.cfg) as runner:
         for batch in batches:
             if batch.is_empty():
                 continue
+            if rows == 0 and batch.height < fx.cfg.sizes.batch_size:
+                # pages and slices are full but the last: a short first batch is the only one, so its
+                # pool may use the whole of every endpoint's limits
+                shares = 1
             rows += batch.height
             cached = cached_answers(fx.warehouse, fx.cfg, step.requests(batch, context))
             future = runner.submit(task, {"step": step, "cfg": fx.cfg, "run_id": fx.run_id, "batch": batch,
                                           "context": context, "cached": cached, "health": fx.health,
-                                          "shares": limit})
+                                          "shares": shares})
             in_flight.append((future, batch))
             while len(in_flight) >= limit:
                 settle()
