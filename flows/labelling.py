@@ -72,11 +72,9 @@ def _publish_label_model(fx: Factory) -> dict:
 
 def _publish_agreement(fx: Factory) -> dict:
     """Judge agreement over the warehouse as it stands after this run: artifacts, and the headline figures."""
-    votes = fx.warehouse.query(sql_text("queries/agreement_votes.sql"))
-    final = fx.warehouse.query(sql_text("queries/agreement_final_labels.sql"))
-    if votes.is_empty():
+    report = agreement.agreement_report(fx.warehouse)
+    if report.per_judge.is_empty():
         return {}
-    report = agreement.agreement_report(votes, final)
     create_table_artifact(table=report.per_judge.to_dicts(), key="annotate-judge-agreement",
                           description="libra annotate: agreement of each judge with the final label, per scenario")
     create_table_artifact(table=report.kappa.to_dicts(), key="annotate-judge-kappa",

@@ -1,4 +1,5 @@
-"""Agreement figures (tasks/reports/agreement.py and the warehouse views) equal scikit-learn and statsmodels."""
+"""The agreement views (warehouse/views/60_annotation.sql, read by tasks/reports/agreement.py) equal
+scikit-learn and statsmodels."""
 
 from __future__ import annotations
 
@@ -50,63 +51,34 @@ def wh(votes, tmp_path_factory):
     return warehouse_with_votes(tmp_path_factory.mktemp("agreement") / "a.duckdb", votes.drop("truth"))
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_cohen_kappa_equals_sklearn_on_random_labels(seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    a = rng.choice(["安全", "不安全", "有争议"], size=300, p=[0.5, 0.4, 0.1]).tolist()
-    b = [x if rng.random() < 0.7 else str(rng.choice(["安全", "不安全"])) for x in a]
-    assert agreement.cohen_kappa(a, b) == pytest.approx(cohen_kappa_score(a, b), abs=1e-12)
-
-
-def test_fleiss_kappa_equals_statsmodels_on_random_tables() -> None:
-    rng = np.random.default_rng(5)
-    for raters in (2, 3, 5):
-        data = rng.integers(0, 3, size=(150, raters))
-        table, _ = aggregate_raters(data, n_cat=3)
-        assert agreement.fleiss_kappa(table) == pytest.approx(sm_fleiss_kappa(table), abs=1e-12)
-
-
-def test_undefined_kappas_are_none() -> None:
-    assert agreement.cohen_kappa(["安全"] * 5, ["安全"] * 5) is None  # chance agreement is 1
-    assert agreement.fleiss_kappa(np.array([[3, 0], [3, 0]])) is None
-    with pytest.raises(ValueError, match="same number"):
-        agreement.fleiss_kappa(np.array([[3, 0], [1, 1]]))
-
-
 @pytest.mark.parametrize("scope", SCOPES)
 def test_pairwise_kappa_equals_sklearn_per_scope(votes, wh, scope) -> None:
-    ours = agreement.pairwise_kappa(votes).filter(pl.col("scenario") == scope)
     view = wh.query("SELECT * FROM v_judge_kappa WHERE scenario = ?", [scope])
-    assert ours.height == view.height == 3  # three judge pairs
-    for row in ours.iter_rows(named=True):
-        n, ref = _reference_kappa(_scope(votes, scope), row["judge_a"], row["judge_b"])
-        sql = view.filter((pl.col("judge_a") == row["judge_a"]) & (pl.col("judge_b") == row["judge_b"])).row(0, named=True)
-        assert row["n"] == sql["n"] == n
-        assert row["kappa"] == pytest.approx(ref, abs=1e-12)
+    assert view.height == 3  # three judge pairs
+    for sql in view.iter_rows(named=True):
+        n, ref = _reference_kappa(_scope(votes, scope), sql["judge_a"], sql["judge_b"])
+        assert sql["n"] == n
         assert sql["kappa"] == pytest.approx(ref, abs=6e-5)  # the view rounds to 4 places
 
 
 @pytest.mark.parametrize("scope", SCOPES)
 def test_fleiss_kappa_equals_statsmodels_per_scope(votes, wh, scope) -> None:
     n, ref = _reference_fleiss(_scope(votes, scope))
-    ours = agreement.fleiss_by_scenario(votes).filter(pl.col("scenario") == scope).row(0, named=True)
     sql = wh.query("SELECT * FROM v_fleiss_kappa WHERE scenario = ?", [scope]).row(0, named=True)
-    assert ours["n_items"] == sql["n_items"] == n
-    assert ours["raters"] == sql["raters"] == 3
+    assert sql["n_items"] == n
+    assert sql["raters"] == 3
     total = _scope(votes, scope)["response_id"].n_unique()
-    assert ours["n_excluded"] == sql["n_excluded"] == total - n
-    assert ours["fleiss_kappa"] == pytest.approx(ref, abs=1e-12)
+    assert sql["n_excluded"] == total - n
     assert sql["fleiss_kappa"] == pytest.approx(ref, abs=6e-5)
 
 
 def test_confusion_per_pair_equals_sklearn(votes, wh) -> None:
     labels = ["不安全", "安全", "有争议", agreement.ABSTAIN]
     wide = _wide(votes).fill_null(agreement.ABSTAIN)
-    ours = agreement.pair_confusion(votes).filter(pl.col("scenario") == agreement.ALL)
-    view = wh.query("SELECT * FROM v_judge_confusion WHERE scenario = '(all)'")
+    view = agreement.agreement_report(wh).confusion.filter(pl.col("scenario") == agreement.ALL)
     for a, b in [("judge-a", "judge-b"), ("judge-a", "judge-c"), ("judge-b", "judge-c")]:
         ref = confusion_matrix(wide[a].to_list(), wide[b].to_list(), labels=labels)
-        for frame in (ours, view):
+        for frame in (view,):
             got = np.zeros_like(ref)
             for r in frame.filter((pl.col("judge_a") == a) & (pl.col("judge_b") == b)).iter_rows(named=True):
                 got[labels.index(r["label_a"]), labels.index(r["label_b"])] = r["n"]
@@ -116,16 +88,14 @@ def test_confusion_per_pair_equals_sklearn(votes, wh) -> None:
 @pytest.mark.parametrize("scope", SCOPES)
 def test_judge_agreement_with_final_label(votes, wh, scope) -> None:
     final = wh.query("SELECT response_id, final_label FROM v_final_labels")
-    ours = agreement.judge_agreement(votes, final).filter(pl.col("scenario") == scope)
     view = wh.query("SELECT * FROM v_judge_agreement_by_scenario WHERE scenario = ?", [scope])
     joined = _scope(votes, scope).join(final.drop_nulls(), on="response_id")
-    for row in ours.iter_rows(named=True):
-        mine = joined.filter(pl.col("judge") == row["judge"])
+    assert view.height == 3
+    for sql in view.iter_rows(named=True):
+        mine = joined.filter(pl.col("judge") == sql["judge"])
         ref = float(np.mean([x == y for x, y in zip(mine["label"].to_list(), mine["final_label"].to_list(), strict=True)]))
-        assert row["n"] == mine.height
-        assert row["agreement"] == pytest.approx(ref, abs=1e-12)
-        sql = view.filter(pl.col("judge") == row["judge"]).row(0, named=True)
-        assert (sql["n"], sql["n_agree"], sql["n_abstain"]) == (row["n"], row["n_agree"], row["n_abstain"])
+        assert sql["n"] == mine.height
+        assert sql["n_abstain"] == mine["label"].null_count()
         assert sql["agreement"] == pytest.approx(ref, abs=6e-5)
     if scope == agreement.ALL:  # the unscoped view of the foundation agrees with the scoped one
         plain = wh.query("SELECT judge, agreement FROM v_judge_agreement ORDER BY judge")
@@ -133,8 +103,7 @@ def test_judge_agreement_with_final_label(votes, wh, scope) -> None:
 
 
 def test_report_summary_and_markdown(votes, wh) -> None:
-    final = wh.query("SELECT response_id, final_label FROM v_final_labels")
-    report = agreement.agreement_report(votes, final)
+    report = agreement.agreement_report(wh)
     overall = report.overall()
     assert set(overall["judge_agreement"]) == {"judge-a", "judge-b", "judge-c"}
     # the generated judge with the highest error rate (0.3) agrees least with the majority
