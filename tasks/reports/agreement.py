@@ -9,7 +9,7 @@ Every figure is computed once, in SQL (warehouse/views/60_annotation.sql), for t
 * all judges: Fleiss' kappa over the responses every rater labelled (v_fleiss_kappa).
 
 This module reads them and lays them out for the annotate flow's artifacts and run summary; the views
-round to 4 places. tests/tasks/test_agreement.py holds the views to scikit-learn and statsmodels.
+round to 4 places. tests/tasks/reports/test_agreement.py holds the views to scikit-learn and statsmodels.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ from libra.tasks.core.config import load_config
 from libra.tasks.dedup.near import DedupParams, sketch_texts
 from libra.warehouse import Warehouse
 from tests.conftest import SHARED_DATA, small_config
-from tests.tasks.test_dedup import BASE
-from tests.tasks.test_dedup_store import add_queries
+from tests.tasks.dedup.test_dedup import BASE
+from tests.tasks.dedup.test_dedup_store import add_queries
 
 runner = CliRunner()
 

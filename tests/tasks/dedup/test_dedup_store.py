@@ -16,7 +16,7 @@ from libra.tasks.dedup.store import (
     sketch_benchmarks,
 )
 from libra.warehouse import Warehouse
-from tests.tasks.test_dedup import BASE, _jaccard, _variants, templated_corpus
+from tests.tasks.dedup.test_dedup import BASE, _jaccard, _variants, templated_corpus
 
 T0 = datetime(2026, 1, 1)
 

@@ -5,7 +5,7 @@ import yaml
 
 from libra.tasks.core.config import ConfigError, interpolate_env, load_config, parse_config
 
-DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+DEMO = Path(__file__).resolve().parents[3] / "configs" / "demo.yaml"
 
 
 def _demo_dict() -> dict:

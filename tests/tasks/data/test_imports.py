@@ -330,7 +330,7 @@ def test_every_shared_real_file_imports_with_its_committed_config(tmp_path):
 def test_the_readme_import_commands_run_as_written(tmp_path):
     """Every `libra import queries` line of the README and the docs, run from the repository root."""
     _real()
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
     lines = [line.strip() for page in pages for line in page.read_text(encoding="utf-8").splitlines()
              if line.strip().startswith("libra import queries ../shared/data/real/")]
