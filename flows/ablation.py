@@ -20,7 +20,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from libra.flows.common import stage_run
 from libra.flows.evaluation import evaluate_guard
 from libra.tasks.evaluation import guard as guards
-from libra.tasks.training import ablation, batch_tasks, trainer
+from libra.tasks.training import ablation, stage_tasks, trainer
 from libra.warehouse import sql_text
 
 
@@ -50,12 +50,12 @@ def ablation_flow(config: Path, warehouse: Path | None = None, parent_run_id: st
             instruction = ablation.instruction_for(fx.cfg, c["rules"])
             variant = (c["critic"], c["rules"])
             if variant not in exports:
-                exports[variant] = batch_tasks.export_variant(fx, c["critic"], instruction)
+                exports[variant] = stage_tasks.export_variant(fx, c["critic"], instruction)
             export = exports[variant]
             t = ablation.cell_training(fx.cfg.training, g, cell)
             base, parent = cell["base_model"], None
             for plan in trainer.stage_plans(t):
-                stage = batch_tasks.train_stage(fx, t, plan, base, parent, export, out_root)
+                stage = stage_tasks.train_stage(fx, t, plan, base, parent, export, out_root)
                 base, parent = stage["output_path"], stage["training_run_id"]
             assert parent is not None
             guard = guards.resolve_guard(f"training:{parent}", fx.cfg, wh, ev.structured)

@@ -23,7 +23,7 @@ from libra.tasks.evaluation import guard as guards
 from libra.tasks.evaluation import metrics
 from libra.tasks.evaluation.guard import write_comparison  # libra compare writes the same report
 from libra.tasks.llm.step import run_step, slices
-from libra.tasks.training import batch_tasks
+from libra.tasks.training import stage_tasks
 from libra.tasks.training.guard_prompt import GuardInstruction
 
 
@@ -39,7 +39,7 @@ def evaluate_guard(fx: Factory, g: guards.Guard, benchmark: str, ev: Evaluation,
         done["warning"] = warning
     if items.height and g.kind == "checkpoint":
         workdir = wh.path.parent / "eval-work" / fx.run_id / g.guard_id.replace(":", "-")
-        merge(done, batch_tasks.guard_offline(fx, g, benchmark, items, ev, instruction, workdir))
+        merge(done, stage_tasks.guard_offline(fx, g, benchmark, items, ev, instruction, workdir))
     elif items.height:
         assert g.endpoint is not None
         context = guards.GuardContext(g, benchmark, instruction, ev.max_tokens, ev.structured)

@@ -9,17 +9,16 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 
 from libra.flows.common import merge, stage_run
-from libra.tasks.annotation import batch_tasks
 from libra.tasks.core.runs import Factory
-from libra.tasks.data import imports
+from libra.tasks.data import imports, split_tasks
 
 
 @flow(name="split", log_prints=True)
 def split_flow(config: Path, warehouse: Path | None = None, parent_run_id: str | None = None) -> dict:
     """Assign pretrain/finetune/eval splits to settled queries and export every split."""
     with stage_run("split", config, warehouse, parent_run_id) as (fx, summary):
-        merge(summary, {"splits": batch_tasks.assign_splits(fx)})
-        merge(summary, {"export": batch_tasks.export_splits(fx)})
+        merge(summary, {"splits": split_tasks.assign_splits(fx)})
+        merge(summary, {"export": split_tasks.export_splits(fx)})
     return summary
 
 

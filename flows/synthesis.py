@@ -17,7 +17,6 @@ from libra.tasks.core.runs import Factory
 from libra.tasks.llm.step import run_step, slices, stored_ids
 from libra.tasks.reports.coverage import coverage_report
 from libra.tasks.synthesis import elements, synthesize, translate
-from libra.tasks.synthesis.batch_tasks import store_translated_pairs
 from libra.tasks.synthesis.generation_calls import attempts_by_cell
 from libra.warehouse import sql_text
 
@@ -143,7 +142,7 @@ def translate_flow(config: Path, warehouse: Path | None = None, parent_run_id: s
             merge(summary, run_step(fx, translate.TRANSLATE, slices(texts, fx.cfg.sizes.batch_size),
                                     fx.cfg.roles.synthesizer)[0])
             for batch in slices(pending, fx.cfg.sizes.batch_size):
-                merge(summary, store_translated_pairs(fx, batch))
+                merge(summary, translate.store_translated_pairs(fx, batch))
             if texts.is_empty():
                 break
         paired = stored_ids(fx.warehouse, "queries/stored_pair_ids.sql", records["pair_id"].to_list())

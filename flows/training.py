@@ -19,7 +19,7 @@ from prefect import flow
 from libra.flows.common import stage_run
 from libra.tasks.core.config import ConfigError
 from libra.tasks.core.overrides import with_overrides
-from libra.tasks.training import batch_tasks, trainer
+from libra.tasks.training import stage_tasks, trainer
 
 
 @flow(name="train", log_prints=True)
@@ -49,7 +49,7 @@ def train_flow(
         summary.update(export=export.export_id, stages=[])
         base, parent = t.base_model, None
         for plan in trainer.stage_plans(t):
-            stage = batch_tasks.train_stage(fx, t, plan, base, parent, export, out_root)
+            stage = stage_tasks.train_stage(fx, t, plan, base, parent, export, out_root)
             summary["stages"].append(stage)
             print(f"stage {plan.name}: {stage}")
             base, parent = stage["output_path"], stage["training_run_id"]

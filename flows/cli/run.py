@@ -28,14 +28,8 @@ from libra.flows.cli.common import ConfigOpt, WarehouseOpt, fail, print_json
 # Parameters every flow has; the CLI gives them as --config/--warehouse (parent_run_id: the factory's own).
 OWN_PARAMETERS = ("config", "warehouse", "parent_run_id")
 # Where batch tasks run (docs/scale-out.md); beats $LIBRA_RUNNER and the config's runner.kind.
-def _runner(value: str) -> str:
-    if value not in ("threads", "ray"):
-        raise typer.BadParameter(f"must be threads or ray, got {value!r}")
-    return value
-
-
-RunnerOpt = Annotated[str | None, typer.Option(
-    "--runner", parser=_runner, metavar="[threads|ray]",
+RunnerOpt = Annotated[Literal["threads", "ray"] | None, typer.Option(
+    "--runner",
     help="Run batch tasks on threads in this process or on Ray workers (default: $LIBRA_RUNNER, else the config's runner.kind).")]
 _NATIVE = (str, int, float, Path)
 

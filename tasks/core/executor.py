@@ -41,11 +41,6 @@ def runner_kind(cfg: FactoryConfig, override: str | None = None) -> RunnerKind:
     return kind  # type: ignore[return-value]
 
 
-def batches_in_flight(cfg: FactoryConfig) -> int:
-    """Most batch tasks a flow keeps running at once (tasks/llm/step.py: run_step)."""
-    return cfg.sizes.batches_in_flight
-
-
 def endpoint_share(endpoint: Endpoint, shares: int) -> Endpoint:
     """The endpoint as one of `shares` concurrent pools sees it: 1/shares of its concurrency (at least
     one call) and of its requests and tokens per minute, so all pools together stay within its limits."""
@@ -61,7 +56,7 @@ def endpoint_share(endpoint: Endpoint, shares: int) -> Endpoint:
 def worker_endpoints(cfg: FactoryConfig, shares: int | None = None) -> list[Endpoint]:
     """The endpoints for the pool of one batch task: each limit split over `shares` pools running at
     once (default: the batches in flight)."""
-    return [endpoint_share(e, shares or batches_in_flight(cfg)) for e in cfg.endpoints]
+    return [endpoint_share(e, shares or cfg.sizes.batches_in_flight) for e in cfg.endpoints]
 
 
 def prefect_api_url() -> str | None:
@@ -145,7 +140,7 @@ def task_runner(cfg: FactoryConfig, override: str | None = None) -> TaskRunner:
     if runner_kind(cfg, override) == "threads":
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        return ThreadPoolTaskRunner(max_workers=batches_in_flight(cfg))
+        return ThreadPoolTaskRunner(max_workers=cfg.sizes.batches_in_flight)
     try:
         from prefect_ray import RayTaskRunner
     except ImportError:

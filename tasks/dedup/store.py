@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 from prefect import task
 
-from libra.tasks.annotation.batch_tasks import _TASK
+from libra.tasks.core.prefect_tasks import RETRIED
 from libra.tasks.core.runs import Factory
 from libra.tasks.dedup.near import (
     DedupParams,
@@ -218,16 +218,16 @@ def stored_params(wh: Warehouse) -> DedupParams | None:
 # -- Prefect tasks ------------------------------------------------------------------------------------
 
 
-@task(name="dedup-batch", **_TASK)
+@task(name="dedup-batch", **RETRIED)
 def dedup_batch_task(fx: Factory, batch: pl.DataFrame, params: DedupParams, tok: Tokenizer) -> dict[str, Any]:
     return dedup_pending(fx.warehouse, batch, params, fx.run_id, tok)
 
 
-@task(name="sketch-benchmarks", **_TASK)
+@task(name="sketch-benchmarks", **RETRIED)
 def sketch_benchmarks_task(fx: Factory, params: DedupParams, tok: Tokenizer) -> dict[str, Any]:
     return sketch_benchmarks(fx.warehouse, params, fx.run_id, tok)
 
 
-@task(name="backfill-signatures", **_TASK)
+@task(name="backfill-signatures", **RETRIED)
 def backfill_signatures_task(fx: Factory, params: DedupParams, tok: Tokenizer) -> dict[str, Any]:
     return {"texts_resketched": backfill_signatures(fx.warehouse, params, fx.run_id, tok)}

@@ -139,11 +139,10 @@ def _batch_task() -> Any:
     global _RUN_STEP_BATCH
     if _RUN_STEP_BATCH is None:
         from prefect import task
-        from prefect.cache_policies import NONE
 
-        # The batch is the unit of retry; inputs are frames and configs, not worth hashing or persisting.
-        _RUN_STEP_BATCH = task(name="llm-step-batch", cache_policy=NONE, persist_result=False, retries=2,
-                               retry_delay_seconds=5, task_run_name="{step.name}-batch")(compute_batch)
+        from libra.tasks.core.prefect_tasks import RETRIED
+
+        _RUN_STEP_BATCH = task(name="llm-step-batch", task_run_name="{step.name}-batch", **RETRIED)(compute_batch)
     return _RUN_STEP_BATCH
 
 

@@ -23,7 +23,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -43,6 +43,10 @@ from libra.tasks.llm.pool import LLMRequest, LLMResult
 from libra.tasks.llm.step import LLMStep, StepOutput, Write
 from libra.tasks.synthesis.generation_calls import Attempts, CallOutcome, call_row
 from libra.tasks.synthesis.synthesize import QUERY_COLUMNS
+from libra.warehouse import sql_text
+
+if TYPE_CHECKING:  # the flow's run context, only annotated here
+    from libra.tasks.core.runs import Factory
 from libra.tasks.synthesis.text_lists import parse_translation
 from libra.warehouse.schemas import schema
 
@@ -280,3 +284,17 @@ def translation_output(texts: pl.DataFrame, results: list[LLMResult], _endpoint:
 
 TRANSLATE = LLMStep(name="translate", requests=translation_requests, rows=translation_output,
                     writes=(Write("translations", count_as="translations_new"),))
+
+
+def store_translated_pairs(fx: Factory, pending: pl.DataFrame) -> dict[str, Any]:
+    """Queries, responses and pair rows for the pending records whose texts are all translated now
+    (in the flow process: it reads the stored translations and writes, one transaction)."""
+    tids = [t for t in pending["query_tid"].to_list() + pending["response_tid"].to_list() if t is not None]
+    stored = fx.warehouse.query(sql_text("queries/translations_by_id.sql"),
+                                frames={"wanted_ids": pl.DataFrame({"id": sorted(set(tids))}, schema={"id": pl.String})})
+    queries, responses, pairs = pair_rows(pending, stored, fx.run_id)
+    with fx.warehouse.writer():
+        new_queries = fx.warehouse.insert("queries", queries)
+        new_responses = fx.warehouse.insert("responses", responses)
+        new_pairs = fx.warehouse.insert("translated_pairs", pairs)
+    return {"pairs_new": new_pairs, "queries_new": new_queries, "responses_new": new_responses}

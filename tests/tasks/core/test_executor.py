@@ -86,8 +86,9 @@ def test_libra_run_runner_option(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(run_cli, "stage_flows", lambda: {"fake": fake_flow})
     monkeypatch.setattr(run_cli.StageGroup, "_stages", None)
     try:
-        bad = CliRunner().invoke(app, ["run", "fake", "-c", str(DEMO_CONFIG), "--runner", "dask"])
-        assert bad.exit_code == 2 and "must be threads or ray" in bad.output
+        bad = CliRunner().invoke(app, ["run", "fake", "-c", str(DEMO_CONFIG), "--runner", "dask"],
+                                 env={"COLUMNS": "200"})
+        assert bad.exit_code == 2 and "'--runner'" in bad.output and "'dask' is not one of 'threads', 'ray'" in bad.output
         ok = CliRunner().invoke(app, ["run", "fake", "-c", str(DEMO_CONFIG), "--runner", "ray"])
         assert ok.exit_code == 0, ok.output
         assert seen["runner"] == "ray"

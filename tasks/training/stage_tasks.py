@@ -1,7 +1,5 @@
-"""Thin Prefect tasks for training and evaluation (see tasks/annotation/batch_tasks.py for the pattern).
-
-Training stages and offline inference are not retried: they fail the same way twice (a model that
-does not load, data that does not fit) and cost minutes each. A guard on an endpoint is the step
+"""Thin Prefect tasks for training and evaluation: a training stage, an export variant, a guard's offline
+inference (not retried: tasks/core/prefect_tasks.py). A guard on an endpoint is the step
 GUARD_ENDPOINT (tasks/evaluation/guard.py), run by the one batch task of tasks/llm/step.py.
 """
 
@@ -11,24 +9,22 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.cache_policies import NONE
 
 from libra.tasks.core.config import Evaluation, Training
+from libra.tasks.core.prefect_tasks import ONCE
 from libra.tasks.core.runs import Factory
 from libra.tasks.evaluation import guard as guards
 from libra.tasks.training import trainer
 from libra.tasks.training.guard_prompt import GuardInstruction
 
-_ONCE = {"cache_policy": NONE, "persist_result": False, "retries": 0}
 
-
-@task(name="train-stage", **_ONCE)
+@task(name="train-stage", **ONCE)
 def train_stage(fx: Factory, t: Training, plan: trainer.StagePlan, base_model: str, parent: str | None,
                 export: trainer.ExportRef, out_root: Path) -> dict[str, Any]:
     return trainer.run_stage(fx.warehouse, t, plan, base_model, parent, export, out_root, fx.run_id)
 
 
-@task(name="export-variant", **_ONCE)
+@task(name="export-variant", **ONCE)
 def export_variant(fx: Factory, critic: str, instruction: GuardInstruction) -> trainer.ExportRef:
     """The stored splits exported with this assistant target and guard prompt (an ablation cell's data);
     the same variant exported twice is one folder."""
@@ -40,7 +36,7 @@ def export_variant(fx: Factory, critic: str, instruction: GuardInstruction) -> t
     return trainer.resolve_export(fx.warehouse, fx.cfg, done["export_id"])
 
 
-@task(name="guard-offline", **_ONCE)
+@task(name="guard-offline", **ONCE)
 def guard_offline(fx: Factory, guard: guards.Guard, benchmark: str, items: Any, ev: Evaluation,
                   instruction: GuardInstruction, workdir: Path) -> dict[str, Any]:
     assert guard.checkpoint is not None
