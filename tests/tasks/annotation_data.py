@@ -41,6 +41,14 @@ def generated_votes(
                                       "scenario": pl.String, "truth": pl.String})
 
 
+def votes_from_table(table: dict[str, list[str | None]]) -> pl.DataFrame:
+    """{response_id: [label of judge-a, judge-b, ...]} -> a vote table (scenario 违法犯罪; None = abstention)."""
+    rows = [{"response_id": rid, "judge": f"judge-{chr(97 + j)}", "label": label, "scenario": "违法犯罪"}
+            for rid, labels in table.items() for j, label in enumerate(labels)]
+    return pl.DataFrame(rows, schema={"response_id": pl.String, "judge": pl.String, "label": pl.String,
+                                      "scenario": pl.String})
+
+
 def warehouse_with_votes(path: Path, votes: pl.DataFrame, run_id: str = "test-run") -> Warehouse:
     """A warehouse holding one query and one response per voted response_id, and the votes."""
     wh = Warehouse(path)

@@ -11,16 +11,9 @@ import pytest
 
 from libra.tasks.annotation.dawid_skene import store_label_model
 from libra.warehouse import Warehouse
-from tests.tasks.annotation_data import generated_votes, warehouse_with_votes
+from tests.tasks.annotation_data import generated_votes, votes_from_table, warehouse_with_votes
 
 JUDGES = ["model-judge-a", "model-judge-b", "model-judge-c"]
-
-
-def _votes(table: dict[str, list[str | None]]) -> pl.DataFrame:
-    rows = [{"response_id": rid, "judge": f"judge-{chr(97 + j)}", "label": label, "scenario": "违法犯罪"}
-            for rid, labels in table.items() for j, label in enumerate(labels)]
-    return pl.DataFrame(rows, schema={"response_id": pl.String, "judge": pl.String, "label": pl.String,
-                                      "scenario": pl.String})
 
 
 def _final(wh: Warehouse) -> dict[str, dict]:
@@ -29,7 +22,7 @@ def _final(wh: Warehouse) -> dict[str, dict]:
 
 @pytest.fixture
 def wh(tmp_path: Path) -> Warehouse:
-    wh = warehouse_with_votes(tmp_path / "w.duckdb", _votes({
+    wh = warehouse_with_votes(tmp_path / "w.duckdb", votes_from_table({
         "r-sure": ["不安全", "不安全", "不安全"],
         "r-unsure": ["不安全", "不安全", "不安全"],
         "r-flip": ["安全", "安全", "不安全"],      # a 2:1 majority the posterior overturns
@@ -127,7 +120,7 @@ def test_judge_chart_is_a_png_of_the_fitted_judges(tmp_path: Path):
 
 
 def test_v_dataset_carries_the_judges_majority_on_refusal(tmp_path: Path):
-    wh = warehouse_with_votes(tmp_path / "w.duckdb", _votes({
+    wh = warehouse_with_votes(tmp_path / "w.duckdb", votes_from_table({
         "r-refused": ["安全", "安全", "安全"], "r-complied": ["不安全", "不安全", "不安全"],
         "r-tie": ["安全", "安全", "安全"], "r-unsaid": ["安全", "安全", "安全"]}))
     said = {("r-refused", "judge-a"): True, ("r-refused", "judge-b"): True, ("r-refused", "judge-c"): False,

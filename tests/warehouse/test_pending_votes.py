@@ -13,17 +13,10 @@ from libra.tasks.annotation.judge import vote_settings
 from libra.tasks.core.config import FactoryConfig, load_config
 from libra.tasks.data import splits
 from libra.warehouse import Warehouse, sql_text
-from tests.tasks.annotation_data import warehouse_with_votes
+from tests.tasks.annotation_data import votes_from_table, warehouse_with_votes
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 JUDGES = ["model-judge-a", "model-judge-b", "model-judge-c"]
-
-
-def _votes(table: dict[str, list[str | None]]) -> pl.DataFrame:
-    rows = [{"response_id": rid, "judge": f"judge-{chr(97 + j)}", "label": label, "scenario": "违法犯罪"}
-            for rid, labels in table.items() for j, label in enumerate(labels)]
-    return pl.DataFrame(rows, schema={"response_id": pl.String, "judge": pl.String, "label": pl.String,
-                                      "scenario": pl.String})
 
 
 def _fail_vote(wh: Warehouse, response_id: str, judge: str) -> None:
@@ -37,7 +30,7 @@ def _final(wh: Warehouse) -> dict[str, dict]:
 
 @pytest.fixture
 def wh(tmp_path: Path) -> Warehouse:
-    wh = warehouse_with_votes(tmp_path / "w.duckdb", _votes({
+    wh = warehouse_with_votes(tmp_path / "w.duckdb", votes_from_table({
         "r-ok": ["不安全", "不安全", "不安全"],
         "r-failed": ["不安全", "不安全", "不安全"],   # judge-c's call failed
         "r-missing": ["安全", "安全"],                # judge-c never voted (a killed run)
