@@ -59,7 +59,7 @@ def ablation_flow(config: Path, warehouse: Path | None = None, parent_run_id: st
                 base, parent = stage["output_path"], stage["training_run_id"]
             assert parent is not None
             guard = guards.resolve_guard(f"training:{parent}", fx.cfg, wh, ev.structured)
-            wh.insert("guards", pl.DataFrame([guard.row(fx.run_id)]))
+            wh.insert("guards", guards.guard_frame([guard], fx.run_id))
             for name in benchmarks:
                 evaluate_guard(fx, guard, name, ev, instruction)
             wh.insert("ablation_cells", pl.DataFrame([{

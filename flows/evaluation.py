@@ -9,6 +9,8 @@ training:<id> / training:latest (both run offline through vLLM). Options overrid
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,13 +39,30 @@ def evaluate_guard(fx: Factory, g: guards.Guard, benchmark: str, ev: Evaluation,
     if warning:
         print(f"warning: {warning}")
         done["warning"] = warning
-    if items.height and g.kind == "checkpoint":
-        workdir = wh.path.parent / "eval-work" / fx.run_id / g.guard_id.replace(":", "-")
-        merge(done, stage_tasks.guard_offline(fx, g, benchmark, items, ev, instruction, workdir))
-    elif items.height:
-        assert g.endpoint is not None
-        context = guards.GuardContext(g, benchmark, instruction, ev.max_tokens, ev.structured)
-        with guards.managed_endpoints([g.endpoint], fx.cfg, wh.path.parent / "logs"):
+    merge(done, ask_guard(fx, g, benchmark, [items], ev, instruction))
+    return done
+
+
+def ask_guard(fx: Factory, g: guards.Guard, benchmark: str, pages: Iterable[pl.DataFrame], ev: Evaluation,
+              instruction: GuardInstruction) -> dict[str, Any]:
+    """Ask a guard about items (item_id, question, response), page by page, and store its predictions
+    under `benchmark` ('warehouse' for the mine flow's samples): a checkpoint through vLLM offline (one
+    engine start per page), an endpoint through the LLM pool (served for the duration when managed)."""
+    done: dict[str, Any] = {}
+    served = False
+    with ExitStack() as stack:
+        for n, items in enumerate(pages):
+            if items.is_empty():
+                continue
+            if g.kind == "checkpoint":
+                workdir = fx.warehouse.path.parent / "eval-work" / fx.run_id / g.guard_id.replace(":", "-") / str(n)
+                merge(done, stage_tasks.guard_offline(fx, g, benchmark, items, ev, instruction, workdir))
+                continue
+            assert g.endpoint is not None
+            if not served:  # a managed server starts with the first page that needs it, once
+                stack.enter_context(guards.managed_endpoints([g.endpoint], fx.cfg, fx.warehouse.path.parent / "logs"))
+                served = True
+            context = guards.GuardContext(g, benchmark, instruction, ev.max_tokens, ev.structured)
             merge(done, run_step(fx, guards.GUARD_ENDPOINT, slices(items, fx.cfg.sizes.batch_size), context)[0])
     return done
 

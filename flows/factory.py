@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prefect import flow
 
-from libra.flows import ablation, curation, evaluation, importing, labelling, synthesis, training
+from libra.flows import ablation, curation, curriculum, evaluation, importing, labelling, synthesis, training
 from libra.flows.common import stage_run
 from libra.warehouse import sql_text
 
@@ -19,7 +19,7 @@ STAGES = ("elements", "synthesize", "augment", "dedup", "respond", "annotate", "
 
 # Every flow `libra run <name>` can start: the stages and whatever the other flow modules offer.
 STAGE_FLOWS = {**synthesis.FLOWS, **curation.FLOWS, **labelling.FLOWS, **importing.FLOWS, **training.FLOWS,
-               **evaluation.FLOWS, **ablation.FLOWS}
+               **evaluation.FLOWS, **ablation.FLOWS, **curriculum.FLOWS}
 
 
 @flow(name="factory", log_prints=True)

@@ -40,18 +40,25 @@ def annotate_flow(config: Path, warehouse: Path | None = None, parent_run_id: st
             merge(summary, {"votes": votes})
         if fx.cfg.vote.method == "dawid_skene":  # before adjudication: low-confidence labels are hard samples
             summary["label_model"] = _publish_label_model(fx)
-        if fx.cfg.roles.adjudicator:
-            hard = fx.warehouse.query(
-                sql_text("queries/pending_adjudications.sql"), {"n_judges": len(fx.cfg.voting_judges)}
-            )
-            summary["pending_adjudications"] = hard.height
-            done, _ = step.run_step(fx, judge.ADJUDICATE, step.slices(hard, fx.cfg.sizes.batch_size),
-                                    judge.AdjudicationContext(setup, fx.cfg.roles.adjudicator))
-            if done:
-                merge(summary, {"adjudications": done})
+        merge(summary, adjudicate_hard_samples(fx, setup))
         status = fx.warehouse.query(sql_text("queries/vote_status_counts.sql"))
         summary["vote_status"] = dict(status.iter_rows())
         summary["agreement"] = _publish_agreement(fx)
+    return summary
+
+
+def adjudicate_hard_samples(fx: Factory, setup: judge.JudgeSetup) -> dict:
+    """The adjudicator labels every hard sample whose votes are complete and that nobody settled yet
+    (judge disagreement, low confidence, a guard's disagreement: v_hard_samples). Without an adjudicator
+    in the config the samples wait for human review."""
+    if not fx.cfg.roles.adjudicator:
+        return {}
+    hard = fx.warehouse.query(sql_text("queries/pending_adjudications.sql"), {"n_judges": len(fx.cfg.voting_judges)})
+    summary: dict = {"pending_adjudications": hard.height}
+    done, _ = step.run_step(fx, judge.ADJUDICATE, step.slices(hard, fx.cfg.sizes.batch_size),
+                            judge.AdjudicationContext(setup, fx.cfg.roles.adjudicator))
+    if done:
+        summary["adjudications"] = done
     return summary
 
 

@@ -61,6 +61,11 @@ TABLES: dict[str, dict[str, pl.DataType]] = {
         "prompt_version": S, "call_key": S, "run_id": S,
     },
     "splits": {"query_id": S, "split": S, "seed": I32, "run_id": S},
+    "split_moves": {"query_id": S, "from_split": S, "to_split": S, "reason": S, "run_id": S},
+    "curricula": {
+        "curriculum_id": S, "settings_key": S, "status": S, "stage1_export_id": S, "stage1_training_run_id": S,
+        "guard": S, "stage2_export_id": S, "stage2_training_run_id": S, "benchmark": S, "summary": S, "run_id": S,
+    },
 }
 
 

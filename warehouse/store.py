@@ -334,7 +334,7 @@ class Warehouse:
             after = con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0]
         return after - before
 
-    def execute(self, sql: str, params: list[Any] | None = None) -> None:
+    def execute(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> None:
         with self.writer() as con:
             con.execute(sql, params)
 

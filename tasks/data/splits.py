@@ -6,8 +6,12 @@ Assignment (`assign_splits`) works on near-duplicate clusters, so a cluster neve
   out, so the stratification holds over the whole warehouse as it grows;
 - finetune: real queries and queries with a hard sample settled by an adjudicator or a human;
 - pretrain: the rest (synthetic and translated queries whose labels come from agreement or majority).
-A query's split is stored once (table `splits`) and never moves; benchmark-contaminated queries are
-never assigned, and are filtered from training exports if the leak is found after assignment.
+A query's split is stored once (table `splits`) and moves only one way: a pretrain query that later comes
+to hold a hard sample settled by an adjudicator or a human (a stage-1 guard disagreed with its judges:
+`libra run mine`) moves to finetune with its cluster, as if it had been hard from the start
+(`move_verified_hard`, recorded in `split_moves`). Eval never moves and nothing moves into it.
+Benchmark-contaminated queries are never assigned, and are filtered from training exports if the leak is
+found after assignment.
 
 Export (`export_dataset`) writes, per split, chat JSONL (the guard prompt of tasks/training/guard_prompt.py, the
 rear-critic JSON as the assistant turn), Parquet with every metadata column, and LLaMA-Factory's
@@ -105,9 +109,24 @@ def settled_queries(wh: Warehouse, n_judges: int, needs_adjudication: bool,
                     {"n_judges": n_judges, "needs_adjudication": needs_adjudication}, frames={"wanted": wanted})
 
 
+def move_verified_hard(wh: Warehouse, run_id: str) -> int:
+    """Move the pretrain queries holding a verified hard sample (and their clusters) to finetune, in one
+    transaction with their `split_moves` record; returns how many moved."""
+    moves = wh.query(sql_text("queries/pretrain_verified_hard.sql"))
+    if moves.is_empty():
+        return 0
+    with wh.writer():
+        recorded = wh.insert("split_moves", moves.with_columns(pl.lit(run_id).alias("run_id"))
+                             .select(list(schema("split_moves"))))
+        wh.execute(sql_text("queries/apply_split_moves.sql"), {"run_id": run_id})
+    return recorded
+
+
 def assign_and_store(wh: Warehouse, params: Split, *, n_judges: int, needs_adjudication: bool,
                      run_id: str, wanted: pl.DataFrame | None = None) -> dict[str, Any]:
-    """Assign the settled queries that have no split yet and store them (existing rows never move)."""
+    """Assign the settled queries that have no split yet and store them (a stored split moves only from
+    pretrain to finetune: `move_verified_hard`)."""
+    moved = move_verified_hard(wh, run_id)
     settled = settled_queries(wh, n_judges, needs_adjudication, wanted)
     rows = assign_splits(settled, params, run_id)
     inserted = wh.insert("splits", rows)
@@ -118,6 +137,7 @@ def assign_and_store(wh: Warehouse, params: Split, *, n_judges: int, needs_adjud
     off = strata.filter(~pl.col("within_tolerance"))
     return {
         "assigned": inserted, **{k: int(v) for k, v in Counter(rows["split"].to_list()).items()},
+        "moved_to_finetune": moved,
         "strata": strata.height, "strata_outside_tolerance": off.height,
         "contaminated_excluded": int(wh.scalar(sql_text("queries/contaminated_count.sql")) or 0),
     }

@@ -371,10 +371,15 @@ def evaluation_settings(cfg: FactoryConfig, *, guard: str | None, benchmark: str
     return ev
 
 
+def guard_frame(chosen: list[Guard], run_id: str) -> pl.DataFrame:
+    """`guards` rows for these guards."""
+    return pl.DataFrame([g.row(run_id) for g in chosen])
+
+
 def register_guards(wh: Warehouse, cfg: FactoryConfig, ev: Evaluation, run_id: str) -> list[Guard]:
     """Resolve the evaluation's guard specs and record them in `guards`."""
     chosen = [resolve_guard(spec, cfg, wh, ev.structured) for spec in ev.guards]
-    wh.insert("guards", pl.DataFrame([g.row(run_id) for g in chosen]))
+    wh.insert("guards", guard_frame(chosen, run_id))
     return chosen
 
 

@@ -56,8 +56,9 @@ def _sets(tmp: Path) -> list[str]:
             "--set", f"nightly-translate.input={tmp / 'en.jsonl'}", "--set", f"weekly-train.base_model={tmp / 'base-model'}"]
 
 
-# Run on demand, never on a schedule: an ablation grid is an experiment, not a nightly job.
-ON_DEMAND = {"ablation"}
+# Run on demand, never on a schedule: an ablation grid is an experiment, not a nightly job; mining and
+# the curriculum need a guard and a training budget the team chooses (weekly-train is the scheduled one).
+ON_DEMAND = {"ablation", "mine", "curriculum"}
 
 
 def test_every_flow_a_team_runs_has_a_deployment() -> None:

@@ -96,3 +96,25 @@ SELECT m.benchmark, m.guard, g.kind, g.model, g.training_run_id,
 FROM v_eval_metrics m
 LEFT JOIN guards g USING (guard)
 LEFT JOIN training_runs t ON t.training_run_id = g.training_run_id;
+
+
+-- v_mining: what each guard's mining of the warehouse found (`libra run mine`), per scenario: samples it
+-- scored (predictions with benchmark 'warehouse'), unreadable answers, disagreements with the judges
+-- (guard 安全 where the settled label is 不安全: a miss; the other way: an over-flag), and how many of
+-- those an adjudicator or a human has settled (the split flow then moves their queries to finetune).
+CREATE OR REPLACE VIEW v_mining AS
+SELECT
+    p.guard, coalesce(q.scenario, '') AS scenario,
+    count(*) AS scored,
+    count(*) FILTER (WHERE p.label IS NULL) AS unreadable,
+    count(g.response_id) AS disagreements,
+    count(g.response_id) FILTER (WHERE g.guard_label = '安全') AS guard_missed_unsafe,
+    count(g.response_id) FILTER (WHERE g.guard_label = '不安全') AS guard_flagged_safe,
+    count(g.response_id) FILTER (WHERE f.label_source IN ('adjudicated', 'human')) AS settled
+FROM predictions p
+JOIN responses r ON r.response_id = p.item_id
+JOIN queries q ON q.query_id = r.query_id
+JOIN v_final_labels f ON f.response_id = p.item_id
+LEFT JOIN v_guard_disagreements g ON g.response_id = p.item_id AND g.guard = p.guard
+WHERE p.benchmark = 'warehouse' AND p.status = 'ok'
+GROUP BY ALL;
