@@ -43,9 +43,10 @@ def new(key: str, export_id: str, run_id: str) -> dict[str, Any]:
 
 
 def save(wh: Warehouse, record: dict[str, Any], status: str, summary: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Record that `status` is done (and the summary so far); returns the updated record."""
+    """Record that `status` is done (and the summary so far); returns the updated record. A step redone
+    on resume (a training stage found finished) never moves the status back."""
     assert status in STEPS, status
-    record = {**record, "status": status}
+    record = {**record, "status": max(status, record["status"], key=STEPS.index)}
     if summary is not None:
         record["summary"] = json.dumps(summary, ensure_ascii=False, default=str)
     wh.insert("curricula", pl.DataFrame([record], schema=schema("curricula")), on_conflict="replace")

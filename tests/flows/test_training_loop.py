@@ -200,3 +200,88 @@ def test_evaluated_on_the_shared_libra_test_file(loop):
     wh = loop["wh"]
     sources = set(wh.query("SELECT DISTINCT source FROM v_eval_source_metrics WHERE benchmark = 'libra_format'")["source"])
     assert sources == {"Safety-J Jade", "Safety-J Flames"}
+
+
+# -- the guard in the loop: `libra run curriculum` on the same warehouse and base model -------------
+
+
+@pytest.fixture(scope="module")
+def curriculum(loop) -> dict:
+    """The curriculum after the loop: its stage 1 is the loop's (same export, same settings: found, not
+    retrained); the stage-1 guard mines the pretrain pool through vLLM offline (answers constrained to
+    安全/不安全, so a barely trained model still gives a label), the stub adjudicates, the split flow
+    moves the settled disagreements to finetune, stage 2 trains on that export and is evaluated. Then a
+    rerun (nothing to do) and a resume from a curriculum stopped after mining."""
+    from libra.flows.curriculum import curriculum_flow
+
+    wh = loop["wh"]
+    before = {t: wh.scalar(f"SELECT count(*) FROM {t}") for t in ("training_runs", "split_moves")}
+    first = curriculum_flow(str(loop["config"]), str(loop["warehouse"]), structured="choice",
+                            benchmark=loop["bench"].stem)
+    counts = {t: wh.scalar(f"SELECT count(*) FROM {t}") for t in ("training_runs", "predictions", "exports")}
+    again = curriculum_flow(str(loop["config"]), str(loop["warehouse"]), structured="choice",
+                            benchmark=loop["bench"].stem)
+    # as if the first run had died right after mining: the rerun picks it up from there
+    wh.execute("UPDATE curricula SET status = 'mined' WHERE curriculum_id = ?", [first["curriculum"]])
+    resumed = curriculum_flow(str(loop["config"]), str(loop["warehouse"]), structured="choice",
+                              benchmark=loop["bench"].stem)
+    after = {t: wh.scalar(f"SELECT count(*) FROM {t}") for t in ("training_runs", "predictions", "exports")}
+    return {"first": first, "again": again, "resumed": resumed, "before": before, "counts": counts, "after": after}
+
+
+def test_curriculum_stage1_is_the_trained_one_and_stage2_learns_from_its_mistakes(loop, curriculum):
+    wh = loop["wh"]
+    first = curriculum["first"]
+    s1 = _stages_by_id(wh)[first["stage1"]["training_run_id"]]
+    assert first["stage1"]["skipped"] == "already trained" and s1["stage"] == "pretrain"
+    mine = first["mine"]
+    assert mine["guard"] == f"training:{s1['training_run_id']}+choice"
+    assert mine["found"]["scored"] > 0 and mine["found"]["disagreements"] > 0, mine["found"]
+    # every mined sample got a readable label: constrained decoding
+    assert mine["found"]["unreadable"] == 0
+    assert first["split"]["splits"]["moved_to_finetune"] > 0
+    s2 = _stages_by_id(wh)[first["stage2"]["training_run_id"]]
+    assert s2["stage"] == "finetune" and s2["parent_training_run_id"] == s1["training_run_id"]
+    assert s2["export_id"] == first["split"]["export"]["export_id"] != s1["export_id"]
+    # stage 2's data holds the samples the stage-1 guard got wrong, settled by the adjudicator
+    stage2_data = _export_split(wh, s2["export_id"], "finetune")
+    disagreements = wh.query("SELECT g.response_id FROM v_guard_disagreements g JOIN v_final_labels f USING (response_id) "
+                             "WHERE g.guard = ? AND f.label_source IN ('adjudicated', 'human')", [mine["guard"]])
+    mined = set(disagreements["response_id"]) & set(stage2_data["response_id"])
+    assert mined, "stage-2 data has no guard-disagreement sample"
+    rows = stage2_data.filter(pl.col("response_id").is_in(list(mined)))
+    assert set(rows["hard_reason"]) == {f"guard_disagreement:{mine['guard']}"}
+    assert set(rows["label_source"]) == {"adjudicated"}
+    # and the stage-1 export it was trained before had them in pretrain
+    assert mined <= set(_export_split(wh, s1["export_id"], "pretrain")["response_id"])
+
+
+def test_curriculum_evaluates_the_stage2_guard(loop, curriculum):
+    ev = curriculum["first"]["eval"]
+    guard = f"training:{curriculum['first']['stage2']['training_run_id']}+choice"
+    assert set(ev["guards"]) == {guard}
+    assert loop["wh"].scalar("SELECT n FROM v_eval_metrics WHERE guard = ?", [guard]) > 0
+    row = loop["wh"].query("SELECT * FROM curricula").to_dicts()
+    assert len(row) == 1 and row[0]["status"] == "completed" and row[0]["benchmark"] == loop["bench"].stem
+
+
+def test_curriculum_rerun_does_nothing_and_a_stopped_one_resumes(curriculum):
+    assert curriculum["again"]["nothing_to_do"] is True
+    resumed = curriculum["resumed"]
+    assert resumed["resumed_from"] == "mined" and resumed["curriculum"] == curriculum["first"]["curriculum"]
+    assert "mine" not in resumed and resumed["split"]["splits"]["moved_to_finetune"] == 0
+    assert resumed["stage2"]["skipped"] == "already trained"
+    assert all(g["pending"] == 0 for g in resumed["eval"]["guards"].values())
+    assert curriculum["after"] == curriculum["counts"]
+
+
+def _stages_by_id(wh: Warehouse) -> dict[str, dict]:
+    rows = wh.query("SELECT * FROM training_runs WHERE status = 'completed'")
+    return {r["training_run_id"]: r for r in rows.to_dicts()}
+
+
+def _export_split(wh: Warehouse, export_id: str, split: str) -> pl.DataFrame:
+    """One split of an export (a folder named by its id, trainer.ExportRef) as its Parquet file."""
+    paths = wh.query("SELECT path FROM exports WHERE format = 'parquet' AND split = ?", [split])["path"]
+    [path] = {p for p in paths if Path(p).parent.name == export_id}
+    return pl.read_parquet(path)
