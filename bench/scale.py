@@ -5,7 +5,8 @@ taxonomy) a fresh process starts a stub (20 ms latency), runs the factory flow o
 the chosen runner, then replays every stage's stored requests (same messages, models and sampling) with
 a bare `AsyncOpenAI` loop under one semaphore as wide as the stage's endpoints' max_concurrency summed:
 the ceiling of one process on these cores. Printed per stage: calls, seconds, calls/s, the bare
-ceiling, their ratio, and the peak RSS of the flow process (ru_maxrss of that process) and of the Ray
+ceiling, their ratio, and the peak RSS of the flow process (ru_maxrss of that process when the factory
+returns, before the replay) and of the Ray
 workers (the largest VmHWM of any process under the run's Ray folder, sampled every second). A second,
 smaller size shows how time and memory grow.
 
@@ -132,6 +133,9 @@ def one_size(target: int, runner: str, workers: int, latency_ms: float) -> dict:
         started = time.perf_counter()
         factory_flow(str(config))
         factory_s = time.perf_counter() - started
+        # the flow's peak now, before the replay below loads every stage's requests into this process
+        # (which at 36k queries would add hundreds of MB that are the bench's, not the factory's)
+        flow_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         sampler.stop.set()
         wh = Warehouse(tmp / "scale.duckdb", create=False)
         runs = wh.query("""
@@ -153,7 +157,7 @@ def one_size(target: int, runner: str, workers: int, latency_ms: float) -> dict:
         return {"target": target, "runner": runner, "workers": workers, "factory_s": factory_s,
                 "queries": wh.scalar("SELECT count(*) FROM queries"),
                 "responses": wh.scalar("SELECT count(*) FROM responses"), "votes": wh.scalar("SELECT count(*) FROM votes"),
-                "stages": stages, "flow_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "stages": stages, "flow_peak_rss_mb": flow_peak_mb,
                 "worker_peak_rss_mb": max(sampler.peak_mb.values(), default=0.0),
                 "worker_processes": len(sampler.peak_mb)}
     finally:
