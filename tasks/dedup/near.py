@@ -221,6 +221,10 @@ class Tokenizer:
         chunks = [norms[i : i + size] for i in range(0, len(norms), size)]
         return [toks for part in self._pool.map(_jieba_tokens, chunks) for toks in part]
 
+    def __getstate__(self) -> dict[str, Any]:
+        # a batch task sent to a Ray worker takes the settings, not the pool: the worker makes its own
+        return {"workers": self.workers, "_pool": None}
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown()

@@ -109,12 +109,16 @@ def _one_per_text(sketch: Sketch) -> np.ndarray:
 
 
 def dedup_pending(wh: Warehouse, batch: pl.DataFrame, params: DedupParams, run_id: str,
-                  tok: Tokenizer | None = None) -> dict[str, int]:
+                  tok: Tokenizer | None = None, sketch: Sketch | None = None) -> dict[str, int]:
     """Decide a batch of undecided queries (query_id, text, seq) against everything stored, store the
-    decisions, signatures and buckets, and the benchmark questions the new queries leak."""
+    decisions, signatures and buckets, and the benchmark questions the new queries leak.
+    sketch: sketch_texts(batch["text"]) when a worker made it already (the stage's sketch task)."""
     new = batch.select(item_id="query_id", text="text", seq="seq")
     ids = new["item_id"].to_list()
-    sketch = sketch_texts(new["text"].to_list(), params, tok)  # outside the lock: the costly part
+    if sketch is None:
+        sketch = sketch_texts(new["text"].to_list(), params, tok)  # outside the lock: the costly part
+    if len(sketch) != new.height:
+        raise ValueError(f"sketch of {len(sketch)} texts for a batch of {new.height}")
     with wh.writer():
         result = dedup_batch(new, sketch, QueryIndex(wh, params), params, tok)
         leaks = match_references(sketch, _one_per_text(sketch), BenchmarkIndex(wh, params), params, tok)
@@ -218,9 +222,18 @@ def stored_params(wh: Warehouse) -> DedupParams | None:
 # -- Prefect tasks ------------------------------------------------------------------------------------
 
 
+@task(name="dedup-sketch", **RETRIED)
+def sketch_task(texts: list[str], params: DedupParams, tok: Tokenizer | None = None) -> Sketch:
+    # Normalising, shingling (jieba for word shingles), MinHash and bucket keys: the CPU-heavy part,
+    # a function of the texts alone, so it runs on a Ray worker as well as on a thread. The decisions
+    # need every stored kept text and stay in the flow (dedup_batch_task).
+    return sketch_texts(texts, params, tok)
+
+
 @task(name="dedup-batch", **RETRIED)
-def dedup_batch_task(fx: Factory, batch: pl.DataFrame, params: DedupParams, tok: Tokenizer) -> dict[str, Any]:
-    return dedup_pending(fx.warehouse, batch, params, fx.run_id, tok)
+def dedup_batch_task(fx: Factory, batch: pl.DataFrame, params: DedupParams, tok: Tokenizer,
+                     sketch: Sketch | None = None) -> dict[str, Any]:
+    return dedup_pending(fx.warehouse, batch, params, fx.run_id, tok, sketch)
 
 
 @task(name="sketch-benchmarks", **RETRIED)
