@@ -37,13 +37,16 @@ from libra.tasks.training.guard_prompt import GuardInstruction
 @flow(name="mine", log_prints=True)
 def mine_flow(
     config: Path, warehouse: Path | None = None, parent_run_id: str | None = None, *,
-    guard: str | None = None, limit: int | None = None, max_tokens: int | None = None,
+    guard: str, limit: int | None = None, max_tokens: int | None = None,
     structured: Literal["none", "choice"] | None = None,
 ) -> dict:
     """Score the settled pretrain pool with a guard; its disagreements with the judges become hard samples,
-    which the adjudicator settles. limit: at most this many samples this run (None: the whole pool)."""
-    if not guard:
-        raise ConfigError("mine needs a guard: --guard training:latest | training:<id> | DIR | ENDPOINT")
+    which the adjudicator settles.
+
+    guard: training:latest | training:<id> | a checkpoint folder (vLLM offline) | an endpoint of the config.
+    limit: at most this many samples this run (default: the whole pool).
+    max_tokens: default: evaluation.max_tokens.
+    structured: choice constrains the answer to 安全/不安全 (default: evaluation.structured)."""
     with stage_run("mine", config, warehouse, parent_run_id) as (fx, summary):
         wh = fx.warehouse
         setup = judge.JudgeSetup.from_config(fx.cfg, fx.taxonomy)  # a bad rules file fails before any call
@@ -79,7 +82,12 @@ def curriculum_flow(
 ) -> dict:
     """Stage-1 train -> mine with the stage-1 guard -> adjudicate -> split/export -> stage-2 train -> eval,
     resuming an unfinished curriculum of the same settings. Training options override the config's
-    `training` section, mining and eval options its `evaluation` section."""
+    `training` section, mining and eval options its `evaluation` section.
+
+    mine_limit: at most this many pretrain samples mined (default: the whole pool).
+    structured: choice constrains the guards' answers to 安全/不安全 (default: evaluation.structured).
+    benchmark: the stage-2 guard's benchmark, a file or a registered name (default: evaluation.benchmark;
+    none: no eval)."""
     with stage_run("curriculum", config, warehouse, parent_run_id) as (fx, summary):
         wh, target = fx.warehouse, str(fx.warehouse.path)
         t = with_overrides(fx.cfg.training, {

@@ -74,8 +74,11 @@ def eval_flow(
     per_source_limit: int | Literal["auto"] | None = None, max_tokens: int | None = None,
     structured: Literal["none", "choice"] | None = None,
 ) -> dict:
-    """Run each guard over the benchmark items it has not answered, store the predictions, report.
-    guard: comma-separated guards; None options come from the config's `evaluation` section."""
+    """Run each guard over the benchmark items it has not answered, store the predictions, report. Options
+    not given come from the config's `evaluation` section.
+
+    guard: comma-separated guards: endpoints of the config, training:<id> / training:latest, checkpoint
+    folders (default: evaluation.guards)."""
     with stage_run("eval", config, warehouse, parent_run_id) as (fx, summary):
         ev = guards.evaluation_settings(fx.cfg, guard=guard, benchmark=benchmark, per_source_limit=per_source_limit,
                                         max_tokens=max_tokens, structured=structured)

@@ -72,12 +72,32 @@ def _metavar(members: list[Any]) -> str:
     return "|".join(names)
 
 
-def option_parameter(name: str, annotation: Any, default: Any) -> inspect.Parameter:
-    """The typer option of one flow parameter."""
+def split_docstring(doc: str | None, names: list[str]) -> tuple[str, dict[str, str]]:
+    """A flow's docstring as the command's description and its options' help: a line `name: text` (to the
+    next such line or the end of the paragraph) is the help of option --name, not description."""
+    found: dict[str, list[str]] = {}
+    kept: list[str] = []
+    current = None
+    for line in inspect.cleandoc(doc or "").splitlines():
+        head, sep, rest = line.strip().partition(": ")
+        if sep and head in names:
+            current = head
+            found[current] = [rest]
+        elif current and line.strip():
+            found[current].append(line.strip())
+        else:
+            current = None
+            if line.strip() or not kept or kept[-1].strip():  # one blank line where a parameter paragraph was
+                kept.append(line)
+    return "\n".join(kept).strip(), {k: " ".join(v) for k, v in found.items()}
+
+
+def option_parameter(name: str, annotation: Any, default: Any, doc: str | None = None) -> inspect.Parameter:
+    """The typer option of one flow parameter; doc: what the flow's docstring says of it."""
     required = default is inspect.Parameter.empty
     members = _members(annotation)
     flag = "--" + name.replace("_", "-")
-    help_text = None if required else "default: the config's" if default is None else f"default: {default}"
+    help_text = doc or (None if required else "default: the config's" if default is None else f"default: {default}")
     if len(members) == 1 and (members[0] in _NATIVE or typing.get_origin(members[0]) is Literal):
         kind: Any = members[0] if required else members[0] | None
         option = typer.Option(flag, help=help_text)
@@ -92,8 +112,9 @@ def stage_command(name: str, flow: Any) -> Any:
     """A typer command function for `flow`, its signature built from the flow's type hints."""
     hints = typing.get_type_hints(flow.fn)
     signature = inspect.signature(flow.fn)
-    options = [option_parameter(n, hints.get(n, str), p.default) for n, p in signature.parameters.items()
-               if n not in OWN_PARAMETERS]
+    names = [n for n in signature.parameters if n not in OWN_PARAMETERS]
+    description, docs = split_docstring(flow.fn.__doc__, names)
+    options = [option_parameter(n, hints.get(n, str), signature.parameters[n].default, docs.get(n)) for n in names]
 
     def command(config: Path, warehouse: str | None = None, runner: str | None = None, **given: Any) -> None:
         from libra.tasks.core.config import ConfigError, load_config
@@ -116,7 +137,7 @@ def stage_command(name: str, flow: Any) -> Any:
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
     command.__name__ = name
-    command.__doc__ = inspect.getdoc(flow.fn) or f"Run the {name} flow."
+    command.__doc__ = description or f"Run the {name} flow."
     return command
 
 

@@ -180,3 +180,25 @@ def test_demo_hints_name_the_warehouse_the_user_gave_and_run_as_printed(tmp_path
         for hint in hints:
             ran = CliRunner().invoke(app, shlex.split(hint)[1:])
             assert ran.exit_code == 0, (hint, ran.output)
+
+
+def test_a_flow_docstring_gives_its_options_their_help_and_the_command_the_rest():
+    from libra.flows.cli.run import split_docstring
+
+    doc = """Do the thing.
+
+    More about it.
+
+    guard: which guard,
+        over two lines.
+    limit: at most this many.
+
+    nothing: not a parameter, so description."""
+    description, docs = split_docstring(doc, ["guard", "limit"])
+    assert docs == {"guard": "which guard, over two lines.", "limit": "at most this many."}
+    assert description == "Do the thing.\n\nMore about it.\n\nnothing: not a parameter, so description."
+    env = {**os.environ, "COLUMNS": "200"}
+    out = subprocess.run(["libra", "run", "mine", "--help"], capture_output=True, text=True, env=env, timeout=120)
+    guard = next(line for line in out.stdout.splitlines() if "--guard" in line)
+    assert "training:latest" in guard and "[required]" in out.stdout
+    assert "guard: training:latest" not in out.stdout  # the parameter line is the option's, not the description's
