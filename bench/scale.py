@@ -126,7 +126,8 @@ def one_size(target: int, runner: str, workers: int, latency_ms: float) -> dict:
     stub = start_server([sys.executable, "-m", "libra.stubllm", "--port", str(port), "--latency-ms", str(latency_ms)],
                         f"http://127.0.0.1:{port}", log_path=tmp / "stub.log", timeout_s=30)
     sampler = WorkerRss()
-    sampler.start()
+    if runner == "ray":  # on threads there are no workers; any ray:: process here is someone else's
+        sampler.start()
     try:
         config = _config(stub.url, tmp, target, runner, workers)
         cfg = load_config(config)
