@@ -53,10 +53,11 @@ def adjudicate_hard_samples(fx: Factory, setup: judge.JudgeSetup) -> dict:
     in the config the samples wait for human review."""
     if not fx.cfg.roles.adjudicator:
         return {}
-    hard = fx.warehouse.query(sql_text("queries/pending_adjudications.sql"), {"n_judges": len(fx.cfg.voting_judges)})
-    summary: dict = {"pending_adjudications": hard.height}
-    done, _ = step.run_step(fx, judge.ADJUDICATE, step.slices(hard, fx.cfg.sizes.batch_size),
-                            judge.AdjudicationContext(setup, fx.cfg.roles.adjudicator))
+    hard = step.pages(fx.warehouse, judge.ADJUDICATE.pending, fx.cfg.sizes.batch_size,
+                      {"n_judges": len(fx.cfg.voting_judges)})
+    summary: dict = {}
+    done, summary["pending_adjudications"] = step.run_step(
+        fx, judge.ADJUDICATE, hard, judge.AdjudicationContext(setup, fx.cfg.roles.adjudicator))
     if done:
         summary["adjudications"] = done
     return summary

@@ -223,9 +223,8 @@ def adjudication_output(pending: pl.DataFrame, results: list[LLMResult], ctx: Ad
                       counts={"requests": len(results), "failed": sum(not r.ok for r in results)})
 
 
-# Hard samples are few (a share of the responses): queries/pending_adjudications.sql is read whole and
-# sliced by the flow.
 ADJUDICATE = LLMStep(
-    name="adjudicate", requests=_adjudication_requests, rows=adjudication_output,
+    name="adjudicate", pending=PendingQuery("queries/pending_adjudications.sql", (("response_id", ""),)),
+    requests=_adjudication_requests, rows=adjudication_output,
     writes=(Write("adjudications", count_as="adjudicated"),),
 )

@@ -118,7 +118,7 @@ def test_guard_disagreement_joins_the_hard_pool(wh: Warehouse) -> None:
     assert (f["final_label"], f["label_source"], f["vote_status"]) == ("安全", "adjudicated", "hard")
     pending = wh.query(
         (Path(__file__).parents[2] / "warehouse/queries/pending_adjudications.sql").read_text(encoding="utf-8"),
-        {"n_judges": 3})
+        {"n_judges": 3, "after_response_id": "", "page_size": 100})
     assert "r-agreed" not in pending["response_id"].to_list()  # adjudicated once, not again
 
 

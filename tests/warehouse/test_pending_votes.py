@@ -59,7 +59,7 @@ def test_a_failed_or_missing_vote_is_pending_not_an_abstention(wh: Warehouse):
 
 
 def test_pending_samples_are_neither_adjudicated_nor_split(wh: Warehouse):
-    hard = wh.query(sql_text("queries/pending_adjudications.sql"), {"n_judges": 3})
+    hard = wh.query(sql_text("queries/pending_adjudications.sql"), {"n_judges": 3, "after_response_id": "", "page_size": 100})
     assert hard.is_empty()
     settled = splits.settled_queries(wh, 3, needs_adjudication=True)
     assert settled["query_id"].to_list() == ["qr-ok"]
