@@ -31,7 +31,7 @@ POOL_PAGE = 20_000
 
 def mining_settings(cfg: FactoryConfig, *, max_tokens: int | None, structured: str | None) -> Evaluation:
     """The config's `evaluation` section (vLLM engine, max_tokens, structured) with the flow's options on top."""
-    return with_overrides(cfg.evaluation, {"max_tokens": max_tokens, "structured": structured})  # type: ignore[dict-item]
+    return with_overrides(cfg.evaluation, {"max_tokens": max_tokens, "structured": structured})
 
 
 def pool_pages(wh: Warehouse, guard_id: str, version: str, limit: int | None,

@@ -123,8 +123,8 @@ def test_the_next_export_trains_stage_2_on_the_mined_samples(mined) -> None:
 
 
 def test_a_rerun_asks_nothing(mined) -> None:
-    assert mined["again"]["found"] == {**mined["first"]["found"]}
-    assert "asked" not in mined["again"] or not mined["again"]["asked"].get("ok")
+    assert mined["first"]["asked"]["answered"] == mined["pool"]
+    assert mined["again"]["asked"] == {} and mined["again"]["found"] == mined["first"]["found"]
     assert mined["wh"].scalar("SELECT count(*) FROM llm_calls") == mined["calls"]
 
 

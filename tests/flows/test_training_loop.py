@@ -215,7 +215,6 @@ def curriculum(loop) -> dict:
     from libra.flows.curriculum import curriculum_flow
 
     wh = loop["wh"]
-    before = {t: wh.scalar(f"SELECT count(*) FROM {t}") for t in ("training_runs", "split_moves")}
     first = curriculum_flow(str(loop["config"]), str(loop["warehouse"]), structured="choice",
                             benchmark=loop["bench"].stem)
     counts = {t: wh.scalar(f"SELECT count(*) FROM {t}") for t in ("training_runs", "predictions", "exports")}
@@ -226,7 +225,7 @@ def curriculum(loop) -> dict:
     resumed = curriculum_flow(str(loop["config"]), str(loop["warehouse"]), structured="choice",
                               benchmark=loop["bench"].stem)
     after = {t: wh.scalar(f"SELECT count(*) FROM {t}") for t in ("training_runs", "predictions", "exports")}
-    return {"first": first, "again": again, "resumed": resumed, "before": before, "counts": counts, "after": after}
+    return {"first": first, "again": again, "resumed": resumed, "counts": counts, "after": after}
 
 
 def test_curriculum_stage1_is_the_trained_one_and_stage2_learns_from_its_mistakes(loop, curriculum):
