@@ -44,7 +44,7 @@ import yaml
 
 from libra.stubllm.behaviours import JUDGES
 from libra.stubllm.truth import true_label
-from libra.tasks.annotation.dawid_skene import correlated_judges, dawid_skene, judge_groups
+from libra.tasks.annotation.dawid_skene import correlated_judges, dawid_skene, judge_groups, vote_pages
 from libra.tasks.llm.servers import free_port, start_server
 from libra.warehouse import Warehouse, sql_text
 
@@ -182,7 +182,7 @@ def served_report(name: str, judges: dict[str, str], min_confidence: float, scal
     seconds = time.perf_counter() - start
     wh = Warehouse(warehouse, create=False)
     items = wh.query(sql_text("queries/label_truth_items.sql"))
-    stored = wh.query(sql_text("queries/label_model_votes.sql"))
+    stored = pl.concat(list(vote_pages(wh)))
     truth = np.array([true_label(q, r) == UNSAFE for q, r in zip(items["query_text"], items["response_text"], strict=True)])
     # The served votes as the simulated worlds hold them (judge -> 1 unsafe, 0 safe, -1 abstention), so the
     # same rules score them; the flow's own posterior (fitted before any known label existed) is shown too.

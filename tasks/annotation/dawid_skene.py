@@ -19,14 +19,15 @@ Cost: O(votes x K) per iteration, all numpy. Abstentions are not votes: leave th
 bench/labels.py measures it on simulated worlds.
 
 In the factory (vote.method dawid_skene, docs/labels.md): the annotate flow, once the votes are stored,
-calls store_label_model: EM over the complete votes (warehouse/queries/label_model_votes.sql), anchored
-on human labels and decisive adjudications, judges whose errors are correlated on the anchors grouped;
-it replaces label_posteriors, label_model_judges and label_model_confusion, which the vote views read.
+calls store_label_model: EM over the complete votes (v_label_model_votes, read in keyset pages of whole
+items and held as integer codes: code_votes), anchored on human labels and decisive adjudications, judges
+whose errors are correlated on the anchors grouped; it replaces label_posteriors, label_model_judges and
+label_model_confusion, which the vote views read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,46 +59,123 @@ def dawid_skene(votes: pl.DataFrame, classes: Sequence[str] = CLASSES, anchors: 
     independent (see correlated_judges), each modelled as one judge whose answer is the tuple of its
     members' answers ("安全|-|不安全", "-" = no vote), so their agreement is not counted as independent
     evidence. Raises ValueError naming a bad label, judge or group."""
+    return fit_coded(code_votes([votes], classes, groups), anchors, max_iter, tol, smoothing)
+
+
+@dataclass
+class CodedVotes:
+    """Votes as small integer arrays, read page by page: what the EM holds (8 bytes a vote, and the
+    item ids) instead of the votes' text columns. A grouped judge's votes are one answer (the tuple)."""
+
+    classes: list[str]
+    items: pl.Series          # item ids; an item's code is its position
+    units: list[str]          # judges and groups ("a+b"), sorted
+    vocabulary: list[str]     # the classes, then the group tuples seen, sorted
+    vi: np.ndarray            # per answer: item code
+    vj: np.ndarray            # per answer: unit code
+    vl: np.ndarray            # per answer: answer code
+    start: np.ndarray         # items x classes: the soft majority vote of the single votes
+    groups: list[str]         # the groups' unit names
+
+
+class NoVotes(ValueError):
+    """Nothing to fit."""
+
+
+class _Codes(dict):
+    """value -> code, in the order values are first seen (judges, answers: a few dozen values)."""
+
+    def of(self, values: pl.Series) -> np.ndarray:
+        for value in values.unique(maintain_order=True).to_list():
+            self.setdefault(value, len(self))
+        return values.replace_strict(dict(self), return_dtype=pl.Int64).to_numpy()
+
+    def sorted_codes(self, first: Sequence[str] = ()) -> tuple[list[str], np.ndarray]:
+        """The values in order (`first`, then the rest sorted) and old code -> new code."""
+        order = list(first) + sorted(set(self) - set(first))
+        remap = np.zeros(max(len(self), 1), dtype=np.int64)
+        for new, value in enumerate(order):
+            if value in self:
+                remap[self[value]] = new
+        return order, remap
+
+
+def code_votes(pages: Iterable[pl.DataFrame], classes: Sequence[str] = CLASSES,
+               groups: Sequence[Sequence[str]] = ()) -> CodedVotes:
+    """Votes (item_id, judge, label) as integer arrays, one page at a time. Each page holds whole items
+    (every vote of an item in one page), in the order the items are to be coded. Raises ValueError
+    naming a bad label, a repeated vote, or a bad group."""
     classes = list(classes)
-    k = len(classes)
-    if votes.is_empty():
-        raise ValueError("dawid_skene: no votes")
-    for frame, name in ((votes, "votes"), (anchors, "anchors")):
-        if frame is None:
+    class_idx = {c: i for i, c in enumerate(classes)}
+    grouped: list[str] = [j for g in groups for j in g]
+    if len(grouped) != len(set(grouped)) or any(len(g) < 2 for g in groups):
+        raise ValueError(f"dawid_skene: groups must be disjoint, of 2 judges or more: {list(map(list, groups))}")
+    units, answers = _Codes(), _Codes()
+    judges: set[str] = set()
+    items: list[pl.Series] = []
+    vi: list[np.ndarray] = []
+    vj: list[np.ndarray] = []
+    vl: list[np.ndarray] = []
+    start: list[np.ndarray] = []
+    n = 0
+    for page in pages:
+        if page.is_empty():
             continue
-        bad = frame.filter(~pl.col("label").is_in(classes))["label"].unique().to_list()
+        bad = page.filter(~pl.col("label").is_in(classes))["label"].unique().to_list()
         if bad:
-            raise ValueError(f"dawid_skene: {name} has labels outside {classes}: {bad[:5]}")
-    if votes.select("item_id", "judge").is_duplicated().any():
-        raise ValueError("dawid_skene: more than one vote per (item_id, judge)")
+            raise ValueError(f"dawid_skene: votes has labels outside {classes}: {bad[:5]}")
+        if page.select("item_id", "judge").is_duplicated().any():
+            raise ValueError("dawid_skene: more than one vote per (item_id, judge)")
+        judges.update(page["judge"].unique().to_list())
+        page_items = page["item_id"].unique(maintain_order=True)
+        codes = pl.DataFrame({"item_id": page_items, "code": np.arange(n, n + len(page_items), dtype=np.int64)})
+        majority = np.zeros((len(page_items), len(classes)))
+        local = page.join(codes, on="item_id", how="left", maintain_order="left")["code"].to_numpy() - n
+        np.add.at(majority, (local, page["label"].replace_strict(class_idx, return_dtype=pl.Int64).to_numpy()), 1.0)
+        said = _group_votes(page, groups).join(codes, on="item_id", how="left", maintain_order="left")
+        vi.append(said["code"].to_numpy())
+        vj.append(units.of(said["judge"]))
+        vl.append(answers.of(said["answer"]))
+        items.append(page_items)
+        start.append(majority)
+        n += len(page_items)
+    if not n:
+        raise NoVotes("dawid_skene: no votes")
+    unknown = sorted(set(grouped) - judges)
+    if unknown:
+        raise ValueError(f"dawid_skene: groups name judges without votes: {unknown}")
+    unit_names, unit_remap = units.sorted_codes()
+    vocabulary, answer_remap = answers.sorted_codes(classes)
+    first = np.concatenate(start)
+    # int32 items, int16 judges and answers (a few dozen): 8 bytes a vote
+    return CodedVotes(classes, pl.concat(items), unit_names, vocabulary, np.concatenate(vi).astype(np.int32),
+                      unit_remap[np.concatenate(vj)].astype(np.int16), answer_remap[np.concatenate(vl)].astype(np.int16),
+                      first / first.sum(axis=1, keepdims=True), ["+".join(g) for g in groups])
 
-    items = votes["item_id"].unique(maintain_order=True)
-    item_idx = {v: i for i, v in enumerate(items.to_list())}
-    class_idx = {v: c for c, v in enumerate(classes)}
-    n = len(items)
-    # start: the soft majority vote of the single votes
-    post = np.zeros((n, k))
-    np.add.at(post, (_index(votes["item_id"], item_idx), _index(votes["label"], class_idx)), 1.0)
-    post /= post.sum(axis=1, keepdims=True)
 
-    answers = _group_votes(votes, groups)
-    units = answers["judge"].unique().sort()
-    vocabulary = classes + sorted(set(answers["answer"].unique().to_list()) - set(classes))
-    unit_idx = {v: j for j, v in enumerate(units.to_list())}
-    answer_idx = {v: a for a, v in enumerate(vocabulary)}
-    vi, vj, vl = (_index(answers["item_id"], item_idx), _index(answers["judge"], unit_idx),
-                  _index(answers["answer"], answer_idx))
-    m = len(units)
+def fit_coded(coded: CodedVotes, anchors: pl.DataFrame | None = None, max_iter: int = 200, tol: float = 1e-6,
+              smoothing: float = 0.01) -> DawidSkene:
+    """EM from the soft majority vote of coded votes, anchored items held to their class."""
+    classes, k = coded.classes, len(coded.classes)
+    if anchors is not None:
+        bad = anchors.filter(~pl.col("label").is_in(classes))["label"].unique().to_list()
+        if bad:
+            raise ValueError(f"dawid_skene: anchors has labels outside {classes}: {bad[:5]}")
+    n, m = len(coded.items), len(coded.units)
+    vi, vj, vl = coded.vi, coded.vj, coded.vl
+    post = coded.start.copy()
     # the answers each unit can give: the classes for a judge, the tuples seen for a group
-    can_answer = np.zeros((m, len(vocabulary)), dtype=bool)
+    can_answer = np.zeros((m, len(coded.vocabulary)), dtype=bool)
     can_answer[vj, vl] = True
-    can_answer[:, :k] |= ~np.isin(units.to_numpy(), ["+".join(g) for g in groups])[:, None]
+    can_answer[:, :k] |= ~np.isin(np.array(coded.units), coded.groups)[:, None]
 
     fixed = np.zeros(n, dtype=bool)
     fixed_post = np.zeros((n, k))
     if anchors is not None and anchors.height:
-        known = anchors.filter(pl.col("item_id").is_in(items.implode()))
-        ai, al = _index(known["item_id"], item_idx), _index(known["label"], class_idx)
+        codes = pl.DataFrame({"item_id": coded.items, "code": np.arange(n, dtype=np.int64)})
+        known = anchors.join(codes, on="item_id")
+        ai = known["code"].to_numpy()
+        al = known["label"].replace_strict({c: i for i, c in enumerate(classes)}, return_dtype=pl.Int64).to_numpy()
         fixed[ai] = True
         fixed_post[ai, al] = 1.0
         post[fixed] = fixed_post[fixed]
@@ -111,27 +189,21 @@ def dawid_skene(votes: pl.DataFrame, classes: Sequence[str] = CLASSES, anchors: 
         converged = float(np.abs(new - post).max()) < tol
         post = new
     priors, theta = _m_step(post, vi, vj, vl, can_answer, smoothing)
-    return _result(post, priors, theta, can_answer, items, units, classes, vocabulary, vi, vj, iterations,
-                   converged)
-
-
-def _index(values: pl.Series, index: dict[str, int]) -> np.ndarray:
-    return np.fromiter((index[v] for v in values.to_list()), dtype=np.int64, count=len(values))
+    return _result(post, priors, theta, can_answer, coded.items, pl.Series(coded.units, dtype=pl.String), classes,
+                   coded.vocabulary, vi, vj, iterations, converged)
 
 
 def _group_votes(votes: pl.DataFrame, groups: Sequence[Sequence[str]]) -> pl.DataFrame:
     """item_id, judge (a judge, or a group named by its members joined with '+'), answer."""
-    known = set(votes["judge"].unique().to_list())
     grouped: list[str] = [j for g in groups for j in g]
-    if len(grouped) != len(set(grouped)) or any(len(g) < 2 for g in groups):
-        raise ValueError(f"dawid_skene: groups must be disjoint, of 2 judges or more: {list(map(list, groups))}")
-    unknown = sorted(set(grouped) - known)
-    if unknown:
-        raise ValueError(f"dawid_skene: groups name judges without votes: {unknown}")
     parts = [votes.filter(~pl.col("judge").is_in(grouped)).select("item_id", "judge", answer="label")]
     for group in groups:
-        wide = (votes.filter(pl.col("judge").is_in(list(group)))
-                .pivot(on="judge", index="item_id", values="label"))
+        members = votes.filter(pl.col("judge").is_in(list(group)))
+        if members.is_empty():
+            continue
+        wide = members.pivot(on="judge", index="item_id", values="label")
+        # a page may hold no vote of one member
+        wide = wide.with_columns(pl.lit(None, pl.String).alias(j) for j in group if j not in wide.columns)
         parts.append(wide.select("item_id", judge=pl.lit("+".join(group)), answer=pl.concat_str(
             [pl.col(j).fill_null("-") for j in group], separator="|")))
     return pl.concat(parts)
@@ -241,22 +313,44 @@ def label_model_rows(fit: DawidSkene, run_id: str) -> dict[str, pl.DataFrame]:
     }
 
 
-def fit_label_model(votes: pl.DataFrame, anchors: pl.DataFrame) -> DawidSkene:
-    """Dawid-Skene over the factory's votes (item_id, judge, label), anchored on known labels; judges
-    whose errors coincide on the anchors (correlated_judges) are modelled as one."""
-    known = anchors.filter(pl.col("item_id").is_in(votes["item_id"].implode()))
-    groups = judge_groups(correlated_judges(votes, known)) if known.height else []
-    return dawid_skene(votes, anchors=known, groups=groups)
+VOTE_PAGE = 200_000  # votes read at once; what the fit holds of them is CodedVotes' arrays
 
 
-def store_label_model(wh: Warehouse, run_id: str, min_confidence: float) -> dict[str, Any]:
+def vote_pages(wh: Warehouse, page_size: int = VOTE_PAGE) -> Iterator[pl.DataFrame]:
+    """The label model's votes in keyset pages of whole items: a page that fills up ends with an item
+    that may go on in the next page, so it is dropped and the next page starts at it."""
+    sql = sql_text("queries/label_model_votes.sql")
+    after = ""
+    while True:
+        page = wh.query(sql, {"after_item_id": after, "page_size": page_size})
+        if page.height < page_size:
+            if page.height:
+                yield page
+            return
+        last = page["item_id"][-1]
+        whole = page.filter(pl.col("item_id") != last)
+        if whole.is_empty():
+            raise ValueError(f"label model: item {last} has {page_size} votes or more (one page)")
+        yield whole
+        after = whole["item_id"][-1]
+
+
+def store_label_model(wh: Warehouse, run_id: str, min_confidence: float, page_size: int = VOTE_PAGE) -> dict[str, Any]:
     """Fit the label model over the warehouse's complete votes and store it (replacing the last fit);
-    returns the summary figures. Nothing to fit (no complete vote yet): stores nothing."""
-    votes = wh.query(sql_text("queries/label_model_votes.sql"))
-    if votes.is_empty():
-        return {"items": 0}
+    returns the summary figures. Nothing to fit (no complete vote yet): stores nothing.
+
+    Anchored on human labels and decisive adjudications; judges whose errors coincide on the anchors
+    (correlated_judges, over the anchored items' votes only) are modelled as one. The votes are read in
+    pages and held as integer codes (code_votes), not as a table."""
     anchors = wh.query(sql_text("queries/label_model_anchors.sql"))
-    fit = fit_label_model(votes, anchors)
+    anchored = wh.query(sql_text("queries/label_model_anchor_votes.sql"), frames={"anchors": anchors})
+    groups = judge_groups(correlated_judges(anchored, anchors)) if anchored.height else []
+    try:
+        coded = code_votes(vote_pages(wh, page_size), CLASSES, groups)
+    except NoVotes:
+        return {"items": 0}
+    known = anchors.join(anchored.select("item_id").unique(), on="item_id", how="semi")
+    fit = fit_coded(coded, known)
     rows = label_model_rows(fit, run_id)
     with wh.writer():  # one fit replaces the last one as a whole
         wh.execute(sql_text("queries/clear_label_model.sql"))
@@ -265,7 +359,7 @@ def store_label_model(wh: Warehouse, run_id: str, min_confidence: float) -> dict
     judges = {r["judge"]: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k != "judge"}
               for r in fit.judges.iter_rows(named=True)}
     return {
-        "items": fit.posterior.height, "anchors": int(anchors["item_id"].is_in(votes["item_id"].implode()).sum()),
+        "items": fit.posterior.height, "anchors": known.height,
         "iterations": fit.iterations, "converged": fit.converged,
         "priors": {c: round(p, 4) for c, p in fit.priors.items()},
         "low_confidence": int((fit.posterior["confidence"] < min_confidence).sum()),

@@ -18,10 +18,11 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from libra.tasks.core.config import ConfigError, Endpoint, FactoryConfig
 
@@ -151,3 +152,17 @@ def task_runner(cfg: FactoryConfig, override: str | None = None) -> TaskRunner:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         init_kwargs.update(num_cpus=cfg.runner.workers, include_dashboard=False)
     return RayTaskRunner(address=address, init_kwargs=init_kwargs)
+
+
+def results_in_order(runner: TaskRunner, task: Any, parameters: Iterable[dict[str, Any]], in_flight: int
+                     ) -> Iterator[Any]:
+    """Submit `task` once per parameters dict to an entered runner, at most `in_flight` at once, and
+    yield the results in submission order: the flow consumes (writes) one result while the next ones
+    compute, and `parameters` (a generator reading pages, say) is drawn only as room frees up."""
+    pending: deque[Any] = deque()
+    for params in parameters:
+        pending.append(runner.submit(task, params))
+        if len(pending) >= max(1, in_flight):
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()

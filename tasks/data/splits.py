@@ -21,10 +21,13 @@ with a manifest (counts, hashes, source runs, config) and a dataset card.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import tempfile
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ import polars as pl
 
 from libra.tasks.core.config import Split
 from libra.tasks.core.ids import content_hash, file_sha256
+from libra.tasks.llm.step import PendingQuery, pages
 from libra.tasks.training.guard_prompt import GuardInstruction
 from libra.warehouse import Warehouse, sql_text
 from libra.warehouse.schemas import schema
@@ -232,57 +236,136 @@ def balance(rows: pl.DataFrame, max_ratio: float | None, seed: int) -> tuple[pl.
     return kept, rows.height - kept.height
 
 
-def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-
-
-def write_split_export(rows: pl.DataFrame, split: str, out_dir: Path,
-                       instruction: GuardInstruction, critic: str = "rear") -> list[dict[str, Any]]:
-    """Write <split>.jsonl (chat), <split>.parquet (all metadata) and <split>.sharegpt.json; return
-    one file entry each (split, format, name, path, n_rows, sha256)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    jsonl = out_dir / f"{split}.jsonl"
-    _write_jsonl(jsonl, chat_records(rows, instruction, critic))
-    parquet = out_dir / f"{split}.parquet"
-    rows.write_parquet(parquet)
-    sharegpt = out_dir / f"{split}.sharegpt.json"
-    sharegpt.write_text(json.dumps(sharegpt_records(rows, instruction, critic), ensure_ascii=False, indent=1),
-                        encoding="utf-8")
-    return [
-        {"split": split, "format": fmt, "name": p.name, "path": str(p), "n_rows": rows.height, "sha256": file_sha256(p)}
-        for fmt, p in (("chat-jsonl", jsonl), ("parquet", parquet), ("sharegpt", sharegpt))
-    ]
-
-
 # -- the export ----------------------------------------------------------------------------------
+
+EXPORT = PendingQuery("queries/export_page.sql", (("response_id", ""),))
+# Rows of a split read, encoded and written at once: what the export holds of a split's texts (the
+# texts, the guard prompt around them and three encodings: some 20 MB a page). The split's thin columns
+# (queries/export_index.sql) are held whole: balancing, the manifest and the card need them.
+EXPORT_PAGE = 5_000
+
+
+@dataclass
+class EncodedPage:
+    """One page of a split in the export's three formats: chat JSONL lines; ShareGPT items, each rendered
+    as an element of the file's list (`json.dumps(list, indent=1)` of the whole split, cut per page) and
+    joined by ",\n"; and a Parquet file of the page's rows (every metadata column)."""
+
+    n_rows: int
+    jsonl: str
+    sharegpt: str
+    parquet: bytes
+
+
+def encode_page(rows: pl.DataFrame, instruction: GuardInstruction, critic: str = "rear") -> EncodedPage:
+    """A page of export rows in the three formats: a function of the rows alone, so it runs on a worker."""
+    jsonl = "".join(json.dumps(rec, ensure_ascii=False) + "\n" for rec in chat_records(rows, instruction, critic))
+    items = ("\n".join(" " + line for line in json.dumps(item, ensure_ascii=False, indent=1).split("\n"))
+             for item in sharegpt_records(rows, instruction, critic))
+    parquet = io.BytesIO()
+    rows.write_parquet(parquet)
+    return EncodedPage(rows.height, jsonl, ",\n".join(items), parquet.getvalue())
+
+
+class SplitFiles:
+    """<split>.jsonl (chat), <split>.parquet (all metadata) and <split>.sharegpt.json, written page by
+    page in the flow process; the pages' Parquet parts become one file (streamed) on close."""
+
+    def __init__(self, split: str, out_dir: Path):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.split, self.dir, self.n_rows = split, out_dir, 0
+        self.paths = {"chat-jsonl": out_dir / f"{split}.jsonl", "parquet": out_dir / f"{split}.parquet",
+                      "sharegpt": out_dir / f"{split}.sharegpt.json"}
+        self.parts_dir = out_dir / f".{split}.parts"
+        self.parts_dir.mkdir()
+        self.parts: list[Path] = []
+        self.jsonl = self.paths["chat-jsonl"].open("w", encoding="utf-8")
+        self.sharegpt = self.paths["sharegpt"].open("w", encoding="utf-8")
+
+    def write(self, page: EncodedPage) -> None:
+        if not page.n_rows:
+            return
+        self.jsonl.write(page.jsonl)
+        self.sharegpt.write(("[\n" if self.n_rows == 0 else ",\n") + page.sharegpt)
+        part = self.parts_dir / f"{len(self.parts):06d}.parquet"
+        part.write_bytes(page.parquet)
+        self.parts.append(part)
+        self.n_rows += page.n_rows
+
+    def close(self, empty: pl.DataFrame) -> list[dict[str, Any]]:
+        """Finish the files (`empty`: the rows' schema, for a split without rows); one entry each (split,
+        format, name, path, n_rows, sha256)."""
+        self.sharegpt.write("\n]" if self.n_rows else "[]")
+        self.jsonl.close()
+        self.sharegpt.close()
+        if self.parts:
+            pl.scan_parquet(self.parts).sink_parquet(self.paths["parquet"])
+        else:
+            empty.write_parquet(self.paths["parquet"])
+        shutil.rmtree(self.parts_dir)
+        return [{"split": self.split, "format": fmt, "name": path.name, "path": str(path), "n_rows": self.n_rows,
+                 "sha256": file_sha256(path)} for fmt, path in self.paths.items()]
+
+
+# (pages of export rows) -> their encodings, in order: in this process, or on the run's task runner
+Encoder = Callable[[Iterable[pl.DataFrame]], Iterator[EncodedPage]]
+
+
+def export_index(wh: Warehouse, split: str) -> pl.DataFrame:
+    """A split's export rows as thin columns (no texts)."""
+    return wh.query(sql_text("queries/export_index.sql"), {"split": split})
+
+
+def export_pages(wh: Warehouse, split: str, page_size: int = EXPORT_PAGE) -> Iterator[pl.DataFrame]:
+    """A split's export rows (v_export_rows) in keyset pages, in response_id order."""
+    return pages(wh, EXPORT, page_size, {"split": split})
 
 
 def export_rows(wh: Warehouse, split: str) -> pl.DataFrame:
-    return wh.query(sql_text("queries/export_rows.sql"), {"split": split})
+    """A whole split's export rows (the eval split for a benchmark file: a small share)."""
+    found = list(export_pages(wh, split))
+    return pl.concat(found) if found else _empty_rows(wh, split)
+
+
+def _empty_rows(wh: Warehouse, split: str) -> pl.DataFrame:
+    return wh.query(sql_text(EXPORT.file), {"split": split, "after_response_id": "", "page_size": 0})
 
 
 def export_dataset(wh: Warehouse, params: Split, instruction: GuardInstruction, root: Path, run_id: str,
-                   config: dict[str, Any] | None = None) -> dict[str, Any]:
+                   config: dict[str, Any] | None = None, encoder: Encoder | None = None,
+                   page_size: int = EXPORT_PAGE) -> dict[str, Any]:
     """Export every split into root/<export_id>/ (export_id = hash of the data files): the same data
     exported twice is one version. Records the files in `exports` and the version in `export_versions`,
-    and writes manifest.json and the dataset card (card.md + charts/)."""
+    and writes manifest.json and the dataset card (card.md + charts/).
+
+    Each split is read in keyset pages of `page_size` rows; `encoder` turns the pages into the three
+    formats (default: here, one after the other; the split flow passes one that encodes on its task
+    runner, pages in flight while this process writes). Balancing decides on the split's thin columns
+    first, and the pages keep the rows it kept."""
     from libra.tasks.core.runs import code_version
     from libra.tasks.reports import cards
 
+    def encode_here(found: Iterable[pl.DataFrame]) -> Iterator[EncodedPage]:
+        return (encode_page(page, instruction, params.critic) for page in found)
+
+    encode = encoder or encode_here
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=root))
     files: list[dict[str, Any]] = []
-    frames: dict[str, pl.DataFrame] = {}
+    frames: dict[str, pl.DataFrame] = {}  # per split, its kept rows' thin columns
     dropped: dict[str, int] = {}
     try:
         for split in SPLITS:
-            rows = export_rows(wh, split)
+            index = export_index(wh, split)
             if split in TRAINING_SPLITS:
-                rows, dropped[split] = balance(rows, params.balance_max_ratio, params.seed)
-            frames[split] = rows
-            files += write_split_export(rows, split, staging, instruction, params.critic)
+                index, dropped[split] = balance(index, params.balance_max_ratio, params.seed)
+            frames[split] = index
+            kept = index.select("response_id")
+            found = (page.join(kept, on="response_id", how="semi") for page in export_pages(wh, split, page_size))
+            out = SplitFiles(split, staging)
+            for encoded in encode(page for page in found if page.height):
+                out.write(encoded)
+            files += out.close(_empty_rows(wh, split))
         info = dataset_info({f["split"]: f["name"] for f in files if f["format"] == "sharegpt"},
                             instruction.system_prompt)
         (staging / "dataset_info.json").write_text(json.dumps(info, ensure_ascii=False, indent=2), encoding="utf-8")
@@ -302,10 +385,8 @@ def export_dataset(wh: Warehouse, params: Split, instruction: GuardInstruction, 
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     else:
-        all_rows = pl.concat([f for f in frames.values() if f.height], how="vertical_relaxed") \
-            if any(f.height for f in frames.values()) else None
-        source_runs = sorted(set(all_rows["query_run_id"].to_list()) | set(all_rows["response_run_id"].to_list())) \
-            if all_rows is not None else []
+        all_rows = pl.concat(list(frames.values()))
+        source_runs = sorted(set(all_rows["query_run_id"].to_list()) | set(all_rows["response_run_id"].to_list()))
         manifest = {
             "export_id": export_id, "format_version": 1, "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "run_id": run_id, "code_version": code_version(),

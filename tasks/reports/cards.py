@@ -24,6 +24,8 @@ SPLIT_ORDER = ("pretrain", "finetune", "eval")
 LABELS = ("不安全", "安全")
 LABEL_EN = {"不安全": "unsafe", "安全": "safe"}
 LABEL_COLOR = {"不安全": "#d62728", "安全": "#2ca02c"}
+# what the card reads of the exported rows (the thin columns of queries/export_index.sql, no texts)
+CARD_COLUMNS = ("response_id", "split", "scenario", "label", "source", "vote_status", "label_source")
 
 
 @cache
@@ -42,9 +44,8 @@ def _english_names() -> dict[str, str]:
 
 
 def card_tables(frames: dict[str, pl.DataFrame], wh: Warehouse) -> dict[str, pl.DataFrame]:
-    """The card's tables, from the exported rows of each split."""
-    rows = [f.select("response_id", "split", "scenario", "label", "source", "vote_status", "label_source")
-            for f in frames.values() if f.height]
+    """The card's tables, from the exported rows of each split (CARD_COLUMNS at least)."""
+    rows = [f.select(CARD_COLUMNS) for f in frames.values() if f.height]
     allrows = pl.concat(rows) if rows else pl.DataFrame(
         schema={"response_id": pl.String, "split": pl.String, "scenario": pl.String, "label": pl.String,
                 "source": pl.String, "vote_status": pl.String, "label_source": pl.String})
@@ -156,6 +157,6 @@ def card_for_export(export_dir: Path, wh: Warehouse) -> Path:
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{export_dir}: no manifest.json (not an export folder)")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    frames = {s: pl.read_parquet(export_dir / f"{s}.parquet") for s in SPLIT_ORDER
+    frames = {s: pl.read_parquet(export_dir / f"{s}.parquet", columns=list(CARD_COLUMNS)) for s in SPLIT_ORDER
               if (export_dir / f"{s}.parquet").is_file()}
     return write_card(export_dir, manifest, frames, wh)

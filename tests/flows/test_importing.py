@@ -17,6 +17,7 @@ from libra.tasks.core.config import load_config
 from libra.tasks.core.ids import query_id
 from libra.tasks.data import imports, splits
 from libra.tasks.dedup.near import normalize_for_dedup
+from libra.tasks.training.guard_prompt import GuardInstruction
 from libra.warehouse import Warehouse
 from tests.conftest import SHARED_DATA, small_config
 
@@ -194,3 +195,24 @@ def test_built_benchmark_imports_back_and_shares_no_item_with_a_training_split(f
     assert register_benchmark(wh, out, "built-from-eval") == len(items)
     back = wh.query("SELECT item_id, question, label FROM benchmarks WHERE benchmark = 'built-from-eval' ORDER BY item_id")
     assert back.rows() == sorted((it["id"], it["question"], it["label"]) for it in items)
+
+
+def test_an_export_in_pages_of_three_rows_writes_what_the_flow_wrote_on_its_runner(filled, tmp_path):
+    # the split flow encoded its pages on the run's task runner; a fresh export of the same warehouse
+    # in pages of 3 rows, encoded here, must give the same records in the same order (it runs last:
+    # it adds an export version)
+    config, wh, _, summary, _ = filled
+    cfg = load_config(config)
+    flow_export = Path(summary["export"]["path"])
+    instruction = GuardInstruction.from_config(cfg)
+    done = splits.export_dataset(wh, cfg.split, instruction, tmp_path, "paged-test", page_size=3)
+    paged = Path(done["path"])
+    assert {s: done[s] for s in splits.SPLITS} == {s: summary["export"][s] for s in splits.SPLITS}
+    assert sum(done[s] for s in splits.SPLITS) > 3 * len(splits.SPLITS)  # more than one page per split
+    for split in splits.SPLITS:
+        for name in (f"{split}.jsonl", f"{split}.sharegpt.json"):
+            assert (paged / name).read_bytes() == (flow_export / name).read_bytes(), name
+        assert pl.read_parquet(paged / f"{split}.parquet").equals(pl.read_parquet(flow_export / f"{split}.parquet"))
+        ids = pl.read_parquet(paged / f"{split}.parquet", columns=["response_id"])["response_id"]
+        assert ids.is_sorted() and ids.n_unique() == ids.len()
+    assert instruction.version in (paged / "manifest.json").read_text(encoding="utf-8")

@@ -102,6 +102,21 @@ def test_store_label_model_fits_the_complete_votes(tmp_path: Path):
     assert not any(k.startswith("majority/") and k != "majority/hard" for k in sources)
 
 
+def test_the_label_model_read_in_pages_that_end_inside_an_item_fits_as_one_page(tmp_path: Path):
+    votes = generated_votes(n_items=120, error_rates=(0.05, 0.15, 0.35), abstain_rate=0.0, controversial_rate=0.0)
+    wh = warehouse_with_votes(tmp_path / "w.duckdb", votes.drop("truth"))
+    wh.set_settings({"vote.judges": json.dumps(JUDGES), "vote.method": "dawid_skene"})
+    one_page = store_label_model(wh, "run-1", min_confidence=0.9)
+    whole = wh.query("SELECT response_id, p_unsafe FROM label_posteriors ORDER BY response_id")
+    # 3 votes an item: pages of 4 votes end inside the second item, which the next page starts with
+    paged = store_label_model(wh, "run-2", min_confidence=0.9, page_size=4)
+    assert paged["items"] == one_page["items"] == 120 and paged["iterations"] == one_page["iterations"]
+    assert wh.query("SELECT response_id, p_unsafe FROM label_posteriors ORDER BY response_id").equals(whole)
+    with pytest.raises(ValueError, match="3 votes or more"):
+        store_label_model(wh, "run-3", min_confidence=0.9, page_size=3)  # a page would hold no whole item
+    assert wh.scalar("SELECT count(DISTINCT run_id) FROM label_posteriors") == 1  # run-2's fit stands
+
+
 def test_store_label_model_without_votes_stores_nothing(tmp_path: Path):
     wh = Warehouse(tmp_path / "w.duckdb")
     assert store_label_model(wh, "run-1", min_confidence=0.9) == {"items": 0}

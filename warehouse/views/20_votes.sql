@@ -195,6 +195,18 @@ JOIN v_final_labels f USING (response_id)
 WHERE f.final_label IS NOT NULL
 GROUP BY v.judge, v.model;
 
+-- v_label_model_votes: the votes the label model (vote.method dawid_skene) learns from: the counted
+-- judges' 安全/不安全 votes on every response whose vote is complete (not pending). Abstentions are no
+-- votes here. Read in keyset pages (queries/label_model_votes.sql) and, on anchored responses only, to
+-- find correlated judges (queries/label_model_anchor_votes.sql).
+CREATE OR REPLACE VIEW v_label_model_votes AS
+SELECT v.response_id AS item_id, v.judge, any_value(v.label) AS label
+FROM votes v
+JOIN v_vote_summary s USING (response_id)
+WHERE s.vote_status <> 'pending' AND v.status = 'ok' AND v.label IN ('安全', '不安全')
+  AND list_contains(s.judges, v.judge)
+GROUP BY v.response_id, v.judge;
+
 -- v_label_posteriors: the Dawid-Skene posterior P(不安全) per response (the review page shows it), and
 -- the label model's estimate of every judge (latest fit; see tasks/annotation/dawid_skene.py).
 CREATE OR REPLACE VIEW v_label_posteriors AS

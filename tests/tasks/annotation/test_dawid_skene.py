@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from libra.tasks.annotation.dawid_skene import correlated_judges, dawid_skene, judge_groups
+from libra.tasks.annotation.dawid_skene import code_votes, correlated_judges, dawid_skene, fit_coded, judge_groups
 
 SAFE, UNSAFE = "安全", "不安全"
 
@@ -122,3 +122,21 @@ def test_correlated_judges_are_found_on_known_labels_and_modelled_as_one():
         "不安全|不安全", "不安全|安全", "安全|不安全", "安全|安全"]
     with pytest.raises(ValueError, match="without votes"):
         dawid_skene(votes, groups=[["twin-a", "nobody"]])
+
+
+def test_votes_coded_page_by_page_fit_as_the_whole_frame_with_a_group_missing_from_some_pages():
+    truth, votes = twins_world(3000)
+    anchors = pl.DataFrame({"item_id": [f"i{i}" for i in range(200)], "label": truth[:200]})
+    groups = judge_groups(correlated_judges(votes, anchors))
+    # items in their order, every vote of an item in one page; one twin gives no vote in the third
+    # page, which sees the group's other members only
+    votes = (votes.with_columns(n=pl.col("item_id").str.slice(1).cast(pl.Int64))
+             .filter(~((pl.col("judge") == "twin-b") & pl.col("n").is_between(1400, 2099))).sort("n", "judge"))
+    pages = [votes.filter((pl.col("n") >= lo) & (pl.col("n") < lo + 700)).drop("n") for lo in range(0, 3000, 700)]
+    whole = dawid_skene(votes.drop("n"), anchors=anchors, groups=groups)
+    paged = fit_coded(code_votes(pages, groups=groups), anchors)
+    assert len(pages) == 5 and any({"twin-a", "twin-b"} <= set(g) for g in groups)
+    assert paged.posterior.equals(whole.posterior) and paged.judges.equals(whole.judges)
+    assert paged.confusion.equals(whole.confusion) and paged.iterations == whole.iterations
+    # the tuples with the twin's vote missing
+    assert any("-" in answer.split("|") for answer in paged.confusion["judge_label"].to_list())

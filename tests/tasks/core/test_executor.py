@@ -95,3 +95,35 @@ def test_libra_run_runner_option(monkeypatch: pytest.MonkeyPatch) -> None:
     finally:
         monkeypatch.setattr(run_cli.StageGroup, "_stages", None)
         os.environ.pop(executor.RUNNER_ENV, None)
+
+
+def test_results_in_order_keeps_at_most_in_flight_submitted_and_yields_in_submission_order() -> None:
+    from libra.tasks.core.executor import results_in_order
+
+    class Done:
+        def __init__(self, value: int) -> None:
+            self.value = value
+
+        def result(self) -> int:
+            return self.value
+
+    submitted: list[int] = []
+
+    class Runner:  # a runner whose futures are done on submit: only the window matters here
+        def submit(self, task, parameters):
+            submitted.append(parameters["x"])
+            return Done(task(**parameters))
+
+    drawn: list[int] = []
+
+    def parameters():
+        for x in range(7):
+            drawn.append(x)
+            yield {"x": x}
+
+    out = []
+    for value in results_in_order(Runner(), lambda x: x * 10, parameters(), in_flight=3):
+        # when a result is handed over, no more than in_flight - 1 later ones were submitted before it
+        assert len(submitted) - len(out) <= 3 and len(drawn) == len(submitted)
+        out.append(value)
+    assert out == [x * 10 for x in range(7)] and submitted == list(range(7))

@@ -16,7 +16,9 @@ from libra.tasks.data.splits import (
     assign_splits,
     balance,
     chat_records,
+    SplitFiles,
     dataset_info,
+    encode_page,
     sharegpt_records,
     stratification,
 )
@@ -155,6 +157,32 @@ def test_guard_rules_reach_the_exported_user_turn_numbered_and_change_the_versio
     # the data frame is the same in both: only the instruction around it differs
     assert user.endswith(chat_records(row, plain)[0]["messages"][0]["content"].split("\n", 1)[1])
     assert plain.version != ruled.version and ruled.version.startswith(plain.version + "+rules@")
+
+
+@pytest.mark.parametrize("page", [1, 7, 40])
+def test_a_split_written_page_by_page_is_the_split_written_at_once(tmp_path, page):
+    # the export encodes pages (on workers) and appends them: the files must read as one whole split
+    rows, instruction = export_frame(), GuardInstruction(system_prompt="你是安全审核员。")
+    out = SplitFiles("pretrain", tmp_path)
+    for start in range(0, rows.height, page):
+        out.write(encode_page(rows.slice(start, page), instruction))
+    entries = {e["format"]: e for e in out.close(rows.clear())}
+    whole = json.dumps(sharegpt_records(rows, instruction), ensure_ascii=False, indent=1)
+    assert (tmp_path / "pretrain.sharegpt.json").read_text(encoding="utf-8") == whole
+    lines = (tmp_path / "pretrain.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(x) for x in lines] == chat_records(rows, instruction)
+    assert pl.read_parquet(tmp_path / "pretrain.parquet").equals(rows)
+    assert {e["n_rows"] for e in entries.values()} == {rows.height}
+    assert not (tmp_path / ".pretrain.parts").exists()
+
+
+def test_a_split_without_rows_is_an_empty_list_and_an_empty_parquet_with_the_columns(tmp_path):
+    rows = export_frame()
+    SplitFiles("eval", tmp_path).close(rows.clear())
+    assert json.loads((tmp_path / "eval.sharegpt.json").read_text(encoding="utf-8")) == []
+    assert (tmp_path / "eval.jsonl").read_text(encoding="utf-8") == ""
+    back = pl.read_parquet(tmp_path / "eval.parquet")
+    assert back.is_empty() and back.columns == rows.columns
 
 
 @pytest.mark.parametrize("ratio", [1.0, 1.5])
