@@ -240,8 +240,8 @@ def balance(rows: pl.DataFrame, max_ratio: float | None, seed: int) -> tuple[pl.
 
 EXPORT = PendingQuery("queries/export_page.sql", (("response_id", ""),))
 # Rows of a split read, encoded and written at once: what the export holds of a split's texts (the
-# texts, the guard prompt around them and three encodings: some 20 MB a page). The split's thin columns
-# (queries/export_index.sql) are held whole: balancing, the manifest and the card need them.
+# texts, the guard prompt around each and three encodings, per page in flight). The split's thin
+# columns (queries/export_index.sql) are held whole: balancing, the manifest and the card need them.
 EXPORT_PAGE = 5_000
 
 
@@ -273,7 +273,7 @@ class SplitFiles:
 
     def __init__(self, split: str, out_dir: Path):
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.split, self.dir, self.n_rows = split, out_dir, 0
+        self.split, self.n_rows = split, 0
         self.paths = {"chat-jsonl": out_dir / f"{split}.jsonl", "parquet": out_dir / f"{split}.parquet",
                       "sharegpt": out_dir / f"{split}.sharegpt.json"}
         self.parts_dir = out_dir / f".{split}.parts"
