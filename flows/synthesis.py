@@ -14,7 +14,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from libra.flows.common import merge, stage_run
 from libra.tasks.core.config import load_config
 from libra.tasks.core.runs import Factory
-from libra.tasks.llm.step import run_step, slices, stored_ids
+from libra.tasks.llm.step import pages, run_step, slices, stored_ids
 from libra.tasks.reports.coverage import coverage_report
 from libra.tasks.synthesis import elements, synthesize, translate
 from libra.tasks.synthesis.generation_calls import attempts_by_cell
@@ -93,19 +93,27 @@ def augment_flow(config: Path, warehouse: Path | None = None, parent_run_id: str
     """Give a share of the seed queries a rewritten, paraphrased or jailbreak-wrapped child."""
     with stage_run("augment", config, warehouse, parent_run_id) as (fx, summary):
         sizes = fx.cfg.sizes
-        seeds = fx.warehouse.query(sql_text("queries/seeds_for_augmentation.sql"))
-        chosen = synthesize.choose_augmentations(seeds, sizes.augment_methods, sizes.augment_fraction,
-                                                 fx.cfg.split.seed)
-        summary["chosen"] = chosen.height
-        for _ in range(sizes.top_up_rounds):
-            children = fx.warehouse.query(sql_text("queries/augmentation_children.sql"))
+        for round_ in range(sizes.top_up_rounds):
+            # the seeds in keyset pages: each page's choice (a hash of the seed's id) and its stored
+            # children, never every seed's text at once
             attempts = attempts_by_cell(fx.warehouse, "augment", synthesize.AUGMENT_CELL)
-            pending, summary["gave_up"] = synthesize.pending_augmentations(chosen, children, attempts,
-                                                                           sizes.top_up_rounds)
-            if pending.is_empty():
+            chosen_n, gave_up, ran = 0, 0, 0
+            for seeds in pages(fx.warehouse, synthesize.AUGMENT_SEEDS, synthesize.AUGMENT_SEED_PAGE):
+                chosen = synthesize.choose_augmentations(seeds, sizes.augment_methods, sizes.augment_fraction,
+                                                         fx.cfg.split.seed)
+                children = fx.warehouse.query(sql_text("queries/augmentation_children.sql"),
+                                              frames={"chosen": chosen.select("query_id")})
+                pending, page_gave_up = synthesize.pending_augmentations(chosen, children, attempts,
+                                                                         sizes.top_up_rounds)
+                chosen_n, gave_up, ran = chosen_n + chosen.height, gave_up + page_gave_up, ran + pending.height
+                if pending.height:
+                    merge(summary, run_step(fx, synthesize.AUGMENT, slices(pending, sizes.batch_size),
+                                            fx.cfg.roles.synthesizer)[0])
+            if round_ == 0:
+                summary["chosen"] = chosen_n
+            summary["gave_up"] = gave_up
+            if not ran:
                 break
-            merge(summary, run_step(fx, synthesize.AUGMENT, slices(pending, sizes.batch_size),
-                                    fx.cfg.roles.synthesizer)[0])
         _coverage(fx, "augment", summary)
     return summary
 

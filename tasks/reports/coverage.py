@@ -1,7 +1,8 @@
 """The synthesis coverage report: what the warehouse holds per scenario x subcategory x task type x
 method against the plan's targets, the rejection reasons of a run, and a diversity figure per
 subcategory (distinct-2: distinct jieba-token bigrams over all bigrams of its queries; 1.0 = no bigram
-repeats, near 0 = the same phrasing over and over)."""
+repeats, near 0 = the same phrasing over and over). The seed texts are read in keyset pages and kept as
+hashes of their distinct bigrams, not as texts."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import polars as pl
 
+from libra.tasks.llm.step import PendingQuery, pages
 from libra.tasks.reports.tables import markdown_table
 from libra.warehouse import Warehouse, sql_text
 
@@ -30,18 +33,45 @@ def tokens(texts: Iterable[str]) -> list[list[str]]:
     return [[t for t in jieba.lcut(text, HMM=True) if _WORD.search(t)] for text in texts]
 
 
-def distinct_n(tokenised: list[list[str]], n: int = 2) -> float | None:
+def ngram_hashes(tokenised: Iterable[list[str]], n: int = 2) -> np.ndarray:
+    """A 64-bit hash of every n-gram of the texts (n-grams do not cross texts): what distinct-n counts,
+    held as 8 bytes an n-gram rather than a tuple of strings (the hashes are this process's: compare
+    them within one report only)."""
+    return np.fromiter((hash(tuple(toks[i:i + n])) for toks in tokenised for i in range(len(toks) - n + 1)),
+                       dtype=np.int64)
+
+
+def distinct_n(tokenised: Iterable[list[str]], n: int = 2) -> float | None:
     """Distinct n-grams / all n-grams over the texts (n-grams do not cross texts); None without any."""
-    grams = [tuple(toks[i:i + n]) for toks in tokenised for i in range(len(toks) - n + 1)]
-    return round(len(set(grams)) / len(grams), 4) if grams else None
+    hashes = ngram_hashes(tokenised, n)
+    return round(len(np.unique(hashes)) / len(hashes), 4) if len(hashes) else None
 
 
-def diversity(frame: pl.DataFrame, n: int = 2) -> pl.DataFrame:
-    """distinct-n per subcategory of a (subcategory, text) frame."""
-    rows = []
-    for (sub,), part in frame.group_by("subcategory", maintain_order=True):
-        rows.append({"subcategory": sub, "queries": part.height, f"distinct_{n}": distinct_n(tokens(part["text"]), n)})
-    return pl.DataFrame(rows, schema={"subcategory": pl.String, "queries": pl.Int64, f"distinct_{n}": pl.Float64})
+SEED_TEXTS = PendingQuery("queries/coverage_seed_texts.sql", (("subcategory", ""), ("query_id", "")))
+SEED_PAGE = 20_000
+
+
+def diversity(pages: Iterable[pl.DataFrame], n: int = 2) -> tuple[pl.DataFrame, float | None]:
+    """distinct-n per subcategory of (subcategory, text) pages, and over all of them. Each text is
+    tokenised once; of a subcategory only its distinct n-gram hashes are kept (np.unique), so what this
+    holds grows with the distinct phrasings, not with the texts."""
+    queries: dict[str, int] = {}
+    grams: dict[str, int] = {}
+    distinct: dict[str, list[np.ndarray]] = {}
+    for page in pages:
+        for (sub,), part in page.group_by("subcategory", maintain_order=True):
+            hashes = ngram_hashes(tokens(part["text"]), n)
+            queries[sub] = queries.get(sub, 0) + part.height
+            grams[sub] = grams.get(sub, 0) + len(hashes)
+            distinct[sub] = [np.unique(np.concatenate([*distinct.get(sub, []), hashes]))]
+    rows = [{"subcategory": sub, "queries": queries[sub],
+             f"distinct_{n}": round(len(distinct[sub][0]) / grams[sub], 4) if grams[sub] else None}
+            for sub in queries]
+    total = sum(grams.values())
+    overall = (round(len(np.unique(np.concatenate([d[0] for d in distinct.values()]))) / total, 4)
+               if total else None)
+    frame = pl.DataFrame(rows, schema={"subcategory": pl.String, "queries": pl.Int64, f"distinct_{n}": pl.Float64})
+    return frame, overall
 
 
 @dataclass
@@ -73,8 +103,8 @@ class CoverageReport:
 def coverage_report(wh: Warehouse, run_id: str | None = None) -> CoverageReport:
     """The coverage of the whole warehouse now, with the rejections of `run_id` (all runs when None)."""
     subs = wh.query(sql_text("queries/coverage_subcategories.sql"))
-    texts = wh.query(sql_text("queries/coverage_seed_texts.sql"))
-    div = diversity(texts).select("subcategory", "distinct_2")
+    div, all_d2 = diversity(pages(wh, SEED_TEXTS, SEED_PAGE))
+    div = div.select("subcategory", "distinct_2")
     subs = subs.join(div, on="subcategory", how="left").with_columns(
         on_target=(pl.col("deviation").abs() <= TOLERANCE).fill_null(pl.col("harmful_target") == 0)
     )
@@ -83,7 +113,6 @@ def coverage_report(wh: Warehouse, run_id: str | None = None) -> CoverageReport:
     harmful = int(subs["harmful"].sum() or 0)
     benign = int(subs["benign"].sum() or 0)
     planned, reached = wh.query(sql_text("queries/coverage_targets_reached.sql")).row(0)
-    all_d2 = distinct_n(tokens(texts["text"]))
     headline = {
         "scenarios": subs["scenario"].n_unique(), "subcategories": subs.height,
         "subcategories_on_target": f"{int(subs['on_target'].sum())}/{subs.height} (±{TOLERANCE:.0%})",

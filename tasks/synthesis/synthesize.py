@@ -20,7 +20,7 @@ from libra.tasks.core.config import Sizes
 from libra.tasks.core.ids import content_hash, query_id
 from libra.tasks.core.prompts import Taxonomy, frame_nonce, load_template
 from libra.tasks.llm.pool import LLMRequest, LLMResult
-from libra.tasks.llm.step import LLMStep, StepOutput, Write
+from libra.tasks.llm.step import LLMStep, PendingQuery, StepOutput, Write
 from libra.tasks.synthesis.elements import subcategory_descriptions
 from libra.tasks.synthesis.generation_calls import Attempts, call_row, new_items
 from libra.warehouse.schemas import schema
@@ -160,6 +160,10 @@ def parse_synthesis(plan: pl.DataFrame, results: list[LLMResult], stored_ids: se
                               subcategory=p["subcategory"], task_type=p["task_type"], intent=p["intent"],
                               method=INTENT_METHOD[p["intent"]]))
     return pl.DataFrame(rows, schema=QUERY_COLUMNS), calls, rejected
+
+
+AUGMENT_SEEDS = PendingQuery("queries/seeds_for_augmentation.sql", (("query_id", ""),))
+AUGMENT_SEED_PAGE = 20_000  # seeds (with their texts) the augment flow reads at once
 
 
 def choose_augmentations(seeds: pl.DataFrame, methods: list[str], fraction: float, seed: int = 0) -> pl.DataFrame:

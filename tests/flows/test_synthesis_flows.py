@@ -181,3 +181,40 @@ def test_translate_keeps_english_beside_chinese_and_reruns_for_free(stub, prefec
     with pytest.raises(TranslateInputError, match="column 'nope'"):
         translate_flow(str(config), input=str(source), text_column="nope")
     assert wh.scalar("SELECT count(*) FROM runs WHERE flow = 'translate'") == 2  # the bad call started no run
+
+
+def test_augment_and_coverage_read_in_small_pages_store_and_report_what_one_page_does(
+        stub, prefect_harness, tmp_path, monkeypatch):
+    # the augment flow reads the seeds in keyset pages and the coverage report their texts: pages of a
+    # few rows must choose, store and measure exactly what one page does
+    import shutil
+
+    from libra.flows.synthesis import augment_flow, elements_flow, synthesize_flow
+    from libra.tasks.reports import coverage
+    from libra.tasks.synthesis import synthesize
+
+    config = small_config(stub.url, tmp_path, sizes={"augment_fraction": 0.5, "behaviours_per_subcategory": 2,
+                                                     "events_per_subcategory": 1})
+    elements_flow(str(config))
+    synthesize_flow(str(config))
+    paged_path = tmp_path / "paged.duckdb"
+    shutil.copyfile(tmp_path / "test.duckdb", paged_path)
+    whole = augment_flow(str(config))
+    monkeypatch.setattr(synthesize, "AUGMENT_SEED_PAGE", 7)
+    monkeypatch.setattr(coverage, "SEED_PAGE", 5)
+    paged = augment_flow(str(config), warehouse=paged_path)
+
+    children = "SELECT query_id, parent_id, method FROM queries WHERE parent_id IS NOT NULL ORDER BY query_id"
+    one, many = Warehouse(tmp_path / "test.duckdb", create=False), Warehouse(paged_path, create=False)
+    seeds = one.scalar("SELECT count(*) FROM queries WHERE method IN ('seed', 'benign')")
+    assert seeds > 7 * 3 and whole["chosen"] == paged["chosen"] > 7  # several pages of seeds, of choices
+    assert one.query(children).equals(many.query(children)) and one.query(children).height > 0
+    assert paged["coverage"] == whole["coverage"]  # distinct-2 per subcategory and overall, page by page
+    by_five = coverage.coverage_report(one).subcategories.sort("subcategory")
+    monkeypatch.setattr(coverage, "SEED_PAGE", 20_000)
+    by_one = coverage.coverage_report(one).subcategories.sort("subcategory")
+    assert by_five["distinct_2"].equals(by_one["distinct_2"]) and by_one["distinct_2"].is_not_null().all()
+    # a rerun in pages finds every chosen seed's child stored: no call
+    before = calls(many)
+    again = augment_flow(str(config), warehouse=paged_path)
+    assert calls(many) == before and again["chosen"] == whole["chosen"]

@@ -1,4 +1,5 @@
--- (parent, method) pairs that already have a stored augmented child.
-SELECT DISTINCT parent_id, method
-FROM queries
-WHERE parent_id IS NOT NULL
+-- (parent, method) pairs that already have a stored augmented child, among the parents of a page.
+-- Registered frame: chosen (query_id).
+SELECT DISTINCT q.parent_id, q.method
+FROM queries q
+JOIN chosen c ON q.parent_id = c.query_id
