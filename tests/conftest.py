@@ -83,3 +83,24 @@ def small_config(url: str, tmp: Path, **overrides: object) -> Path:
     path = tmp / "factory.yaml"
     path.write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_factory(stub, prefect_harness, tmp_path_factory) -> tuple[Path, dict]:
+    """One complete factory run on small_config, made once a session: (its folder, the run's summary).
+    Modules that start from a finished factory take a copy (copy_of_factory) instead of running the
+    same factory again (about a minute each)."""
+    from libra.flows.factory import factory_flow
+
+    tmp = tmp_path_factory.mktemp("demo-factory")
+    summary = factory_flow(str(small_config(stub.url, tmp)))
+    return tmp, summary
+
+
+def copy_of_factory(demo_factory: tuple[Path, dict], url: str, dest: Path, **overrides: object) -> Path:
+    """The finished demo factory's folder (warehouse, exports, reports) copied into `dest` and a
+    small_config written there for the copy; returns the config. The copy's `exports` rows still name
+    the original's files: read them, never write there."""
+    source, _ = demo_factory
+    shutil.copytree(source, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("factory.yaml"))
+    return small_config(url, dest, **overrides)

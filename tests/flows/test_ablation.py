@@ -16,7 +16,7 @@ import yaml
 
 from libra.tasks.annotation.verdicts import parse_verdict
 from libra.warehouse import Warehouse
-from tests.conftest import small_config
+from tests.conftest import copy_of_factory
 
 MISSING = [m for m in ("torch", "transformers", "trl", "datasets", "vllm") if importlib.util.find_spec(m) is None]
 pytestmark = [
@@ -27,15 +27,13 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def grid_run(stub, prefect_harness, tmp_path_factory) -> dict:
+def grid_run(stub, demo_factory, tmp_path_factory) -> dict:
     from libra.flows.ablation import ablation_flow
-    from libra.flows.factory import factory_flow
     from tests.tinymodel import build_tiny_chat_model
 
     tmp = tmp_path_factory.mktemp("ablation")
-    config = small_config(stub.url, tmp)
+    config = copy_of_factory(demo_factory, stub.url, tmp)
     warehouse = tmp / "test.duckdb"
-    factory_flow(str(config), str(warehouse))
     wh = Warehouse(warehouse)
     rows = wh.query("SELECT response_id AS id, query AS question, response, final_label AS label, "
                     "scenario AS category_name, subcategory AS sub_category_name, source FROM v_dataset "

@@ -10,7 +10,7 @@ from contextlib import suppress
 import pytest
 
 from libra.warehouse import Warehouse
-from tests.conftest import small_config
+from tests.conftest import copy_of_factory, small_config
 
 pytestmark = pytest.mark.slow
 
@@ -30,14 +30,11 @@ def network_calls(wh: Warehouse) -> int:
 
 
 @pytest.fixture(scope="module")
-def finished(stub, prefect_harness, tmp_path_factory):
-    """A complete factory run on a small config (shared by the assertions below)."""
-    from libra.flows.factory import factory_flow
-
+def finished(stub, demo_factory, tmp_path_factory):
+    """A complete factory run on a small config (the session's, copied; shared by the assertions below)."""
     tmp = tmp_path_factory.mktemp("factory")
-    config = small_config(stub.url, tmp)
-    summary = factory_flow(str(config))
-    return config, Warehouse(tmp / "test.duckdb", create=False), summary
+    config = copy_of_factory(demo_factory, stub.url, tmp)
+    return config, Warehouse(tmp / "test.duckdb", create=False), demo_factory[1]
 
 
 def test_every_stage_lands_in_the_warehouse(finished):

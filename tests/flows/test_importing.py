@@ -19,7 +19,7 @@ from libra.tasks.data import imports, splits
 from libra.tasks.dedup.near import normalize_for_dedup
 from libra.tasks.training.guard_prompt import GuardInstruction
 from libra.warehouse import Warehouse
-from tests.conftest import SHARED_DATA, small_config
+from tests.conftest import SHARED_DATA, copy_of_factory
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 
@@ -41,20 +41,18 @@ def register_benchmark(wh: Warehouse, path: Path, name: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def filled(stub, prefect_harness, tmp_path_factory):
+def filled(stub, demo_factory, tmp_path_factory):
     """Demo factory, then real imports (one through the import flow), the Libra-format benchmark
     registered, and the stages that carry the imports to labelled, split data. Before the split flow,
     the warehouse is copied: the copy is split again in a test (same seed, same split)."""
     if not REAL.is_dir() or not BENCHMARK.is_file():
         pytest.skip(f"real data not found under {SHARED_DATA} (a fresh clone has no ../shared/data)")
     from libra.flows.curation import dedup_flow
-    from libra.flows.factory import factory_flow
     from libra.flows.importing import import_flow, split_flow
     from libra.flows.labelling import annotate_flow, respond_flow
 
     tmp = tmp_path_factory.mktemp("datasets")
-    config = small_config(stub.url, tmp)
-    factory_flow(str(config))
+    config = copy_of_factory(demo_factory, stub.url, tmp)
     wh = Warehouse(tmp / "test.duckdb", create=False)
     for name, globs in REAL_SAMPLE:
         files = sorted(p for g in globs for p in REAL.glob(g))

@@ -15,27 +15,25 @@ import yaml
 
 from libra.tasks.evaluation.guard import GuardError
 from libra.warehouse import Warehouse
-from tests.conftest import small_config
+from tests.conftest import copy_of_factory
 
 pytestmark = pytest.mark.slow
 GUARD = "endpoint:guard:stub-judge-lenient"
 
 
 @pytest.fixture(scope="module")
-def mined(stub, prefect_harness, tmp_path_factory) -> dict:
+def mined(stub, demo_factory, tmp_path_factory) -> dict:
     from libra.flows.curriculum import mine_flow
-    from libra.flows.factory import factory_flow
     from libra.flows.importing import split_flow
 
     tmp = tmp_path_factory.mktemp("mine")
-    config = small_config(stub.url, tmp)
+    config = copy_of_factory(demo_factory, stub.url, tmp)  # the finished factory, then the guard endpoint
     cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
     cfg["endpoints"].append({"name": "guard", "base_url": stub.url + "/v1", "model": "stub-judge-lenient",
                              "timeout_s": 5})
     cfg["evaluation"] = {"max_tokens": 128}
     config.write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False), encoding="utf-8")
     warehouse = tmp / "test.duckdb"
-    factory_flow(str(config), str(warehouse))
     wh = Warehouse(warehouse)
     splits_before = wh.query("SELECT query_id, split FROM splits")
     pool = wh.scalar("SELECT count(*) FROM v_dataset WHERE split = 'pretrain' AND final_label IN ('安全', '不安全')")

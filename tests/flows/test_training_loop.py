@@ -19,7 +19,7 @@ import yaml
 
 from libra.tasks.llm.servers import free_port
 from libra.warehouse import Warehouse
-from tests.conftest import SHARED_DATA, small_config
+from tests.conftest import SHARED_DATA, copy_of_factory
 
 MISSING = [m for m in ("torch", "transformers", "trl", "datasets", "vllm") if importlib.util.find_spec(m) is None]
 pytestmark = [
@@ -44,16 +44,15 @@ def _benchmark(wh: Warehouse, tmp: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def loop(stub, prefect_harness, tmp_path_factory) -> dict:
+def loop(stub, demo_factory, tmp_path_factory) -> dict:
     from libra.flows.evaluation import eval_flow
-    from libra.flows.factory import factory_flow
     from libra.flows.training import train_flow
     from tests.tinymodel import build_tiny_chat_model
 
     tmp = tmp_path_factory.mktemp("loop")
-    config = small_config(stub.url, tmp)
+    config = copy_of_factory(demo_factory, stub.url, tmp)
     warehouse = tmp / "test.duckdb"
-    factory = factory_flow(str(config), str(warehouse))
+    factory = demo_factory[1]
     wh = Warehouse(warehouse)
     export = Path(wh.query("SELECT path FROM exports WHERE format = 'chat-jsonl' ORDER BY created_at DESC LIMIT 1")
                   ["path"][0]).parent
