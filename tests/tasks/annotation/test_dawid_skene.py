@@ -4,7 +4,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from libra.tasks.annotation.dawid_skene import code_votes, correlated_judges, dawid_skene, fit_coded, judge_groups
+from libra.tasks.annotation.dawid_skene import (
+    code_votes,
+    correlated_judges,
+    dawid_skene,
+    fit_coded,
+    judge_groups,
+)
 
 SAFE, UNSAFE = "安全", "不安全"
 

@@ -13,10 +13,10 @@ from libra.tasks.core.config import Split
 from libra.tasks.core.prompts import read_rules
 from libra.tasks.data.benchmark_builder import difficulty, select_balanced
 from libra.tasks.data.splits import (
+    SplitFiles,
     assign_splits,
     balance,
     chat_records,
-    SplitFiles,
     dataset_info,
     encode_page,
     sharegpt_records,
