@@ -163,11 +163,8 @@ class Sizes(_Strict):
                                  "refusal_suppression", "obfuscation"]
     )
     samples_per_responder: int = Field(1, ge=1, le=16)
-    # Rows per Prefect task: the unit of retry and of progress; the pool drives it concurrently. Large,
-    # because every batch pays a page query, a cache lookup, a task run and a pool that drains at its
-    # end: on the stub (22,737 annotate calls), annotate ran at 0.84x a bare client loop with 500, 1.00x
-    # with 2000 (docs/scale-out.md).
-    batch_size: int = Field(2000, ge=1)
+    # Rows per Prefect task: the unit of retry and of progress; the pool drives it concurrently.
+    batch_size: int = Field(500, ge=1)
     # Batch tasks a flow keeps in flight while it stores the finished ones (tasks/llm/step.py: run_step).
     batches_in_flight: int = Field(2, ge=1, le=64)
 
