@@ -57,18 +57,18 @@ def diversity(pages: Iterable[pl.DataFrame], n: int = 2) -> tuple[pl.DataFrame, 
     holds grows with the distinct phrasings, not with the texts."""
     queries: dict[str, int] = {}
     grams: dict[str, int] = {}
-    distinct: dict[str, list[np.ndarray]] = {}
+    distinct: dict[str, np.ndarray] = {}  # per subcategory, its distinct n-gram hashes so far
     for page in pages:
         for (sub,), part in page.group_by("subcategory", maintain_order=True):
             hashes = ngram_hashes(tokens(part["text"]), n)
             queries[sub] = queries.get(sub, 0) + part.height
             grams[sub] = grams.get(sub, 0) + len(hashes)
-            distinct[sub] = [np.unique(np.concatenate([*distinct.get(sub, []), hashes]))]
+            distinct[sub] = np.unique(np.concatenate([distinct.get(sub, hashes[:0]), hashes]))
     rows = [{"subcategory": sub, "queries": queries[sub],
-             f"distinct_{n}": round(len(distinct[sub][0]) / grams[sub], 4) if grams[sub] else None}
+             f"distinct_{n}": round(len(distinct[sub]) / grams[sub], 4) if grams[sub] else None}
             for sub in queries]
     total = sum(grams.values())
-    overall = (round(len(np.unique(np.concatenate([d[0] for d in distinct.values()]))) / total, 4)
+    overall = (round(len(np.unique(np.concatenate(list(distinct.values())))) / total, 4)
                if total else None)
     frame = pl.DataFrame(rows, schema={"subcategory": pl.String, "queries": pl.Int64, f"distinct_{n}": pl.Float64})
     return frame, overall
