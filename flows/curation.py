@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect import flow
 
 from libra.flows.common import merge, stage_run
-from libra.tasks.core.executor import task_runner
+from libra.tasks.core.executor import submit, task_runner
 from libra.tasks.dedup import store
 from libra.tasks.dedup.near import DedupParams, tokenizer
 from libra.warehouse import sql_text
@@ -35,8 +35,8 @@ def dedup_flow(config: Path, warehouse: Path | None = None, parent_run_id: str |
             with task_runner(fx.cfg) as runner:
                 for batch in store.pending_pages(fx.warehouse, fx.cfg.dedup.batch_size):
                     # tok on a worker: pickled without its process pool (Tokenizer.__getstate__)
-                    sketched = runner.submit(store.sketch_task, {"texts": batch["text"].to_list(),
-                                                                 "params": params, "tok": tok})
+                    sketched = submit(runner, store.sketch_task, {"texts": batch["text"].to_list(),
+                                                                  "params": params, "tok": tok})
                     merge(summary, store.dedup_batch_task(fx, batch, params, tok, sketched.result()))
         summary["largest_clusters"] = store.largest_clusters(fx.warehouse)
     return summary

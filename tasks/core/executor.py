@@ -154,6 +154,16 @@ def task_runner(cfg: FactoryConfig, override: str | None = None) -> TaskRunner:
     return RayTaskRunner(address=address, init_kwargs=init_kwargs)
 
 
+def submit(runner: TaskRunner, task: Any, parameters: dict[str, Any]) -> Any:
+    """`runner.submit` with every parameter wrapped in Prefect's `quote`: the task gets the values
+    unchanged, and Prefect does not walk them looking for upstream futures to track. A batch's inputs
+    are frames, configs, texts and requests, never futures, and the walk is not free: measured on a
+    judge batch of 500, 197 ms for its requests as a list of LLMRequest, 8 ms for its cached answers."""
+    from prefect.utilities.annotations import quote
+
+    return runner.submit(task, {name: quote(value) for name, value in parameters.items()})
+
+
 def results_in_order(runner: TaskRunner, task: Any, parameters: Iterable[dict[str, Any]], in_flight: int
                      ) -> Iterator[Any]:
     """Submit `task` once per parameters dict to an entered runner, at most `in_flight` at once, and
@@ -161,7 +171,7 @@ def results_in_order(runner: TaskRunner, task: Any, parameters: Iterable[dict[st
     compute, and `parameters` (a generator reading pages, say) is drawn only as room frees up."""
     pending: deque[Any] = deque()
     for params in parameters:
-        pending.append(runner.submit(task, params))
+        pending.append(submit(runner, task, params))
         if len(pending) >= max(1, in_flight):
             yield pending.popleft().result()
     while pending:

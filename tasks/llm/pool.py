@@ -16,10 +16,16 @@ orchestration bookkeeping, see DESIGN.md §6).
 from __future__ import annotations
 
 import asyncio
+import atexit
+import concurrent.futures
+import contextlib
 import json
+import os
 import random
+import threading
 import time
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -191,6 +197,94 @@ def _retry_after(err: openai.APIStatusError) -> float | None:
         return None
 
 
+class ClientLoop:
+    """One event loop per process, on a daemon thread, and the `AsyncOpenAI` clients it made.
+
+    Every `LLMPool.run` of the process runs on it: the batches a thread runner keeps in flight share
+    one loop, and clients with their open connections outlive a batch (building an `AsyncOpenAI` costs
+    ~35 ms of CPU, and a fresh one per batch and endpoint reconnected every connection). A pool checks a
+    client out per endpoint for its run and back in at its end, so two pools running at once never share
+    one: httpcore's cost per request grows with the requests queued on a client and its connections, and
+    a pool's share of an endpoint keeps both small. Limits stay per pool (its own semaphores and rate
+    buckets on this loop). Idle clients are kept per (base URL, key, timeout), at most `max_idle` in all;
+    a stopped server's idle connections are dropped by httpcore when it next picks one (it checks that
+    the socket is still open)."""
+
+    def __init__(self, max_idle: int = 32) -> None:
+        self.max_idle = max_idle
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        self._idle: OrderedDict[tuple[tuple[str, str, float], int], openai.AsyncOpenAI] = OrderedDict()
+        self._made = 0
+        self._thread = threading.Thread(target=self.loop.run_forever, name="libra-llm-loop", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run `coro` on the loop and wait for it; interrupting the wait cancels it."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("ClientLoop.run called from its own loop: await the coroutine instead")
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    @staticmethod
+    def _key(ep: Endpoint) -> tuple[str, str, float]:
+        return (ep.base_url, ep.api_key(), float(ep.timeout_s))
+
+    def checkout(self, ep: Endpoint) -> openai.AsyncOpenAI:
+        """An idle client for the endpoint's server, or a new one (called on the loop)."""
+        key = self._key(ep)
+        for idle_key in self._idle:
+            if idle_key[0] == key:
+                return self._idle.pop(idle_key)
+        self._made += 1
+        return openai.AsyncOpenAI(base_url=ep.base_url, api_key=key[1], max_retries=0, timeout=ep.timeout_s)
+
+    def checkin(self, ep: Endpoint, client: openai.AsyncOpenAI) -> None:
+        """Keep a client a pool is done with; the longest idle beyond max_idle is closed."""
+        self._made += 1
+        self._idle[(self._key(ep), self._made)] = client
+        while len(self._idle) > self.max_idle:
+            _, old = self._idle.popitem(last=False)
+            self.loop.create_task(old.close())
+
+    def drop_idle(self, timeout_s: float = 5.0) -> None:
+        """Close every idle client: the next pools build new ones (e.g. after a test swapped the client)."""
+        async def close_all() -> None:
+            clients = list(self._idle.values())
+            self._idle.clear()
+            await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+        if self.loop.is_running():
+            with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+                asyncio.run_coroutine_threadsafe(close_all(), self.loop).result(timeout_s)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Close every idle client and stop the loop (at exit)."""
+        self.drop_idle(timeout_s)
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout_s)
+
+
+_CLIENT_LOOP: ClientLoop | None = None
+_CLIENT_LOOP_LOCK = threading.Lock()
+
+
+def client_loop() -> ClientLoop:
+    """The process's ClientLoop, started on first use (a Ray worker starts its own; a forked child,
+    which inherits the object but not its thread, too)."""
+    global _CLIENT_LOOP
+    with _CLIENT_LOOP_LOCK:
+        if _CLIENT_LOOP is None or _CLIENT_LOOP.pid != os.getpid():
+            _CLIENT_LOOP = ClientLoop()
+            atexit.register(_CLIENT_LOOP.close)
+        return _CLIENT_LOOP
+
+
 class LLMPool:
     """Drive batches of chat requests over the configured endpoints."""
 
@@ -245,8 +339,8 @@ class LLMPool:
     # -- running -------------------------------------------------------------------------------------
 
     def run(self, requests: Sequence[LLMRequest], desc: str = "llm calls") -> list[LLMResult]:
-        """Synchronous entry point (Prefect tasks are sync): runs the batch on a fresh event loop."""
-        return asyncio.run(self.arun(requests, desc))
+        """Synchronous entry point (Prefect tasks are sync): runs the batch on the process's ClientLoop."""
+        return client_loop().run(self.arun(requests, desc))
 
     async def arun(self, requests: Sequence[LLMRequest], desc: str = "llm calls") -> list[LLMResult]:
         unknown = sorted({r.endpoint for r in requests} - set(self.endpoints))
@@ -268,12 +362,14 @@ class LLMPool:
         if not todo:
             return results
 
+        # on the process's ClientLoop its kept clients; awaited elsewhere (a caller's own loop) clients of
+        # this call, closed at its end
+        shared = _CLIENT_LOOP if _CLIENT_LOOP is not None and asyncio.get_running_loop() is _CLIENT_LOOP.loop else None
+        wanted = {group[0].request.endpoint for group in todo.values()}
         clients = {
-            name: openai.AsyncOpenAI(
-                base_url=ep.base_url, api_key=ep.api_key(), max_retries=0, timeout=ep.timeout_s
-            )
-            for name, ep in self.endpoints.items()
-            if any(group[0].request.endpoint == name for group in todo.values())
+            name: shared.checkout(ep) if shared else openai.AsyncOpenAI(
+                base_url=ep.base_url, api_key=ep.api_key(), max_retries=0, timeout=ep.timeout_s)
+            for name, ep in self.endpoints.items() if name in wanted
         }
         semaphores = {name: asyncio.Semaphore(self.endpoints[name].max_concurrency) for name in clients}
         limiters = {
@@ -320,8 +416,11 @@ class LLMPool:
                 await asyncio.gather(*(one(group) for group in todo.values()))
         finally:
             await flush(force=True)
-            for client in clients.values():
-                await client.close()
+            for name, client in clients.items():
+                if shared is not None:
+                    shared.checkin(self.endpoints[name], client)
+                else:
+                    await client.close()
         return results
 
     async def _call(

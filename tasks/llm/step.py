@@ -119,16 +119,19 @@ class BatchResult:
 
 def compute_batch(step: LLMStep, cfg: FactoryConfig, run_id: str, batch: pl.DataFrame, context: Any,
                   cached: dict[str, str], health: dict[str, tuple[int, str | None]] | None = None,
-                  shares: int = 1, show_progress: bool = True) -> BatchResult:
+                  shares: int = 1, show_progress: bool = True,
+                  requests: list[LLMRequest] | None = None) -> BatchResult:
     """Run one batch of a step: requests, LLM calls (cached ones answered from `cached`), rows.
-    shares: how many batches run at once; each pool gets that share of every endpoint's limits."""
+    shares: how many batches run at once; each pool gets that share of every endpoint's limits.
+    requests: the batch's requests when the caller built them already (run_step does, to look up the
+    cached answers); rendering a judge prompt costs more than sending it to a local server."""
     from libra.tasks.core.executor import worker_endpoints
     from libra.tasks.llm.pool import LLMPool, MemoryCallLog
 
     log = MemoryCallLog(cached)
     pool = LLMPool(worker_endpoints(cfg, shares), log, run_id=run_id, show_progress=show_progress)
     pool.carry_health(health or {})
-    results = pool.run(step.requests(batch, context), desc=step.name)
+    results = pool.run(step.requests(batch, context) if requests is None else requests, desc=step.name)
     output = step.rows(batch, results, context, run_id, set())
     return BatchResult(output=output, llm_calls=log.rows, stats=pool.stats, health=pool.health(),
                        results=results if step.dedup_against and output.candidate_ids else None)
@@ -228,7 +231,7 @@ def run_step(fx: Factory, step: LLMStep, batches: Iterable[pl.DataFrame], contex
     """Run a step over batches (keyset `pages` or `slices` of a plan): submit each to the batch task,
     keep a few in flight, store each as it completes (in submission order, so a batch's second parse
     sees the ones before it stored). Returns the merged summary counts and the number of rows run."""
-    from libra.tasks.core.executor import task_runner
+    from libra.tasks.core.executor import submit, task_runner
 
     task = _batch_task()
     limit = max(1, min(step.in_flight or fx.cfg.sizes.batches_in_flight, fx.cfg.sizes.batches_in_flight))
@@ -251,10 +254,10 @@ def run_step(fx: Factory, step: LLMStep, batches: Iterable[pl.DataFrame], contex
                 # pool may use the whole of every endpoint's limits
                 shares = 1
             rows += batch.height
-            cached = cached_answers(fx.warehouse, fx.cfg, step.requests(batch, context))
-            future = runner.submit(task, {"step": step, "cfg": fx.cfg, "run_id": fx.run_id, "batch": batch,
-                                          "context": context, "cached": cached, "health": fx.health,
-                                          "shares": shares})
+            requests = step.requests(batch, context)
+            future = submit(runner, task, {"step": step, "cfg": fx.cfg, "run_id": fx.run_id, "batch": batch,
+                                          "context": context, "cached": cached_answers(fx.warehouse, fx.cfg, requests),
+                                          "health": fx.health, "shares": shares, "requests": requests})
             in_flight.append((future, batch))
             while len(in_flight) >= limit:
                 settle()

@@ -32,6 +32,7 @@ class Scripted:
         self.requests: list[dict[str, Any]] = []
         self.in_flight = 0
         self.peak = 0
+        self.clients_built = 0
 
     @staticmethod
     def completion(text: str, prompt_tokens: int = 7, completion_tokens: int = 3) -> dict[str, Any]:
@@ -83,12 +84,15 @@ def serve(monkeypatch: pytest.MonkeyPatch):
         real = openai.AsyncOpenAI
 
         def client(**kw: Any) -> openai.AsyncOpenAI:
+            app.clients_built += 1
             return real(**kw, http_client=httpx.AsyncClient(transport=httpx.ASGITransport(app=app)))
 
         monkeypatch.setattr(llm_pool.openai, "AsyncOpenAI", client)
+        llm_pool.client_loop().drop_idle()  # clients kept from an earlier test route elsewhere
         return app
 
-    return use
+    yield use
+    llm_pool.client_loop().drop_idle()
 
 
 def _endpoint(**kw: Any) -> Endpoint:
@@ -307,3 +311,78 @@ def test_a_response_larger_than_the_bucket_is_paid_in_parts(loop: VirtualTimeLoo
     started = loop.now
     loop.run_until_complete(go())
     assert loop.now - started == pytest.approx(90.0, abs=0.01)  # 2500 - 1000 of burst at 1000 a minute
+
+
+def test_pools_run_one_after_another_reuse_one_client(serve) -> None:
+    app = serve(Scripted())
+    for text in ("a", "b", "c"):
+        [res] = _pool(_endpoint()).run([LLMRequest.chat("ep", text)])
+        assert res.text == f"echo: {text}"
+    assert app.clients_built == 1  # kept on the process's ClientLoop, not rebuilt per batch
+
+
+class Rendezvous(Scripted):
+    """Answers nothing until requests of both pools ("x…" and "y…") have arrived: the pools overlap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+        self.both = asyncio.Event()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        messages = [await receive()]
+        while messages[-1].get("more_body"):
+            messages.append(await receive())
+
+        async def replay() -> dict:
+            return messages.pop(0)
+
+        body = b"".join(m.get("body", b"") for m in messages)
+        self.seen.add(json.loads(body)["messages"][-1]["content"][0])
+        if self.seen >= {"x", "y"}:
+            self.both.set()
+        await asyncio.wait_for(self.both.wait(), 10)
+        await super().__call__(scope, replay, send)
+
+
+def test_pools_running_at_once_never_share_a_client(serve) -> None:
+    import threading
+
+    app = serve(Rendezvous())
+    results = {}
+
+    def batch(name: str) -> None:
+        results[name] = _pool(_endpoint()).run([LLMRequest.chat("ep", f"{name}{i}") for i in range(20)])
+
+    threads = [threading.Thread(target=batch, args=(n,)) for n in ("x", "y")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert {r.text for n in ("x", "y") for r in results[n]} == {f"echo: {n}{i}" for n in ("x", "y") for i in range(20)}
+    assert app.clients_built == 2  # each pool checked out its own; both are kept for the next batches
+    [again] = _pool(_endpoint()).run([LLMRequest.chat("ep", "z")])
+    assert again.ok and app.clients_built == 2
+
+
+def test_a_pool_awaited_on_its_own_loop_closes_its_clients(serve) -> None:
+    app = serve(Scripted())
+    for _ in range(2):
+        [res] = asyncio.run(_pool(_endpoint()).arun([LLMRequest.chat("ep", "x")]))
+        assert res.ok
+    assert app.clients_built == 2  # not the process's loop: a client per call, closed at its end
+
+
+def test_a_forked_child_starts_its_own_client_loop() -> None:
+    import os
+
+    parent = llm_pool.client_loop()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child inherits the object, not its thread
+        ok = llm_pool.client_loop() is not parent and llm_pool.client_loop().run(asyncio.sleep(0, "ran")) == "ran"
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    assert llm_pool.client_loop() is parent
