@@ -155,13 +155,18 @@ def task_runner(cfg: FactoryConfig, override: str | None = None) -> TaskRunner:
 
 
 def submit(runner: TaskRunner, task: Any, parameters: dict[str, Any]) -> Any:
-    """`runner.submit` with every parameter wrapped in Prefect's `quote`: the task gets the values
-    unchanged, and Prefect does not walk them looking for upstream futures to track. A batch's inputs
-    are frames, configs, texts and requests, never futures, and the walk is not free: measured on a
-    judge batch of 500, 197 ms for its requests as a list of LLMRequest, 8 ms for its cached answers."""
+    """`runner.submit`, on the thread runner with the parameters wrapped in Prefect's `quote`: the task
+    gets the values unchanged, and Prefect does not walk them in the flow process looking for upstream
+    futures to track. A batch's inputs are frames, configs, texts and requests, never futures, and the
+    walk holds the GIL the batches' LLM calls need: measured on a judge batch of 500, 197 ms for its
+    requests as a list of LLMRequest, 8 ms for its cached answers. prefect-ray (0.6) hands a quoted
+    value to the task still wrapped, and walks the parameters on the worker, so Ray gets them bare."""
+    from prefect.task_runners import ThreadPoolTaskRunner
     from prefect.utilities.annotations import quote
 
-    return runner.submit(task, {name: quote(value) for name, value in parameters.items()})
+    if isinstance(runner, ThreadPoolTaskRunner):
+        parameters = {name: quote(value) for name, value in parameters.items()}
+    return runner.submit(task, parameters)
 
 
 def results_in_order(runner: TaskRunner, task: Any, parameters: Iterable[dict[str, Any]], in_flight: int

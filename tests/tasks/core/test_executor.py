@@ -98,6 +98,7 @@ def test_libra_run_runner_option(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_results_in_order_keeps_at_most_in_flight_submitted_and_yields_in_submission_order() -> None:
+    from prefect.task_runners import ThreadPoolTaskRunner
     from prefect.utilities.annotations import quote
 
     from libra.tasks.core.executor import results_in_order
@@ -111,9 +112,9 @@ def test_results_in_order_keeps_at_most_in_flight_submitted_and_yields_in_submis
 
     submitted: list[int] = []
 
-    class Runner:  # a runner whose futures are done on submit: only the window matters here
+    class Runner(ThreadPoolTaskRunner):  # futures done on submit: only the window matters here
         def submit(self, task, parameters):
-            # every parameter reaches the runner quoted: Prefect must not walk a batch's inputs
+            # every parameter reaches the thread runner quoted: Prefect must not walk a batch's inputs
             assert all(isinstance(v, quote) for v in parameters.values())
             parameters = {k: v.unquote() for k, v in parameters.items()}
             submitted.append(parameters["x"])
