@@ -161,12 +161,18 @@ def submit(runner: TaskRunner, task: Any, parameters: dict[str, Any]) -> Any:
     walk holds the GIL the batches' LLM calls need: measured on a judge batch of 500, 197 ms for its
     requests as a list of LLMRequest, 8 ms for its cached answers. prefect-ray (0.6) hands a quoted
     value to the task still wrapped, and walks the parameters on the worker, so Ray gets them bare."""
-    from prefect.task_runners import ThreadPoolTaskRunner
     from prefect.utilities.annotations import quote
 
-    if isinstance(runner, ThreadPoolTaskRunner):
+    if in_flow_process(runner):
         parameters = {name: quote(value) for name, value in parameters.items()}
     return runner.submit(task, parameters)
+
+
+def in_flow_process(runner: TaskRunner) -> bool:
+    """Whether the runner's tasks run in the flow process (threads), sharing its objects unpickled."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    return isinstance(runner, ThreadPoolTaskRunner)
 
 
 def results_in_order(runner: TaskRunner, task: Any, parameters: Iterable[dict[str, Any]], in_flight: int

@@ -231,7 +231,7 @@ def run_step(fx: Factory, step: LLMStep, batches: Iterable[pl.DataFrame], contex
     """Run a step over batches (keyset `pages` or `slices` of a plan): submit each to the batch task,
     keep a few in flight, store each as it completes (in submission order, so a batch's second parse
     sees the ones before it stored). Returns the merged summary counts and the number of rows run."""
-    from libra.tasks.core.executor import submit, task_runner
+    from libra.tasks.core.executor import in_flow_process, submit, task_runner
 
     task = _batch_task()
     limit = max(1, min(step.in_flight or fx.cfg.sizes.batches_in_flight, fx.cfg.sizes.batches_in_flight))
@@ -246,6 +246,7 @@ def run_step(fx: Factory, step: LLMStep, batches: Iterable[pl.DataFrame], contex
     # threads in this process, or Ray workers (the run's Ray: tasks/core/executor.py, ray_session)
     shares = limit
     with task_runner(fx.cfg) as runner:
+        local = in_flow_process(runner)
         for batch in batches:
             if batch.is_empty():
                 continue
@@ -257,7 +258,10 @@ def run_step(fx: Factory, step: LLMStep, batches: Iterable[pl.DataFrame], contex
             requests = step.requests(batch, context)
             future = submit(runner, task, {"step": step, "cfg": fx.cfg, "run_id": fx.run_id, "batch": batch,
                                           "context": context, "cached": cached_answers(fx.warehouse, fx.cfg, requests),
-                                          "health": fx.health, "shares": shares, "requests": requests})
+                                          "health": fx.health, "shares": shares,
+                                          # a thread reuses them; a Ray worker builds its own (it has the
+                                          # CPU, and shipping them costs the flow process pickling)
+                                          "requests": requests if local else None})
             in_flight.append((future, batch))
             while len(in_flight) >= limit:
                 settle()
