@@ -214,8 +214,8 @@ class ClientLoop:
         self.max_idle = max_idle
         self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()
-        self._idle: OrderedDict[tuple[tuple[str, str, float], int], openai.AsyncOpenAI] = OrderedDict()
-        self._made = 0
+        # idle clients, longest idle first: id(client) -> (its key, the client)
+        self._idle: OrderedDict[int, tuple[tuple[str, str, float], openai.AsyncOpenAI]] = OrderedDict()
         self._thread = threading.Thread(target=self.loop.run_forever, name="libra-llm-loop", daemon=True)
         self._thread.start()
 
@@ -230,6 +230,10 @@ class ClientLoop:
             future.cancel()
             raise
 
+    def is_running_here(self) -> bool:
+        """Whether the caller's coroutine runs on this loop."""
+        return asyncio.get_running_loop() is self.loop
+
     @staticmethod
     def _key(ep: Endpoint) -> tuple[str, str, float]:
         return (ep.base_url, ep.api_key(), float(ep.timeout_s))
@@ -237,24 +241,22 @@ class ClientLoop:
     def checkout(self, ep: Endpoint) -> openai.AsyncOpenAI:
         """An idle client for the endpoint's server, or a new one (called on the loop)."""
         key = self._key(ep)
-        for idle_key in self._idle:
-            if idle_key[0] == key:
-                return self._idle.pop(idle_key)
-        self._made += 1
-        return openai.AsyncOpenAI(base_url=ep.base_url, api_key=key[1], max_retries=0, timeout=ep.timeout_s)
+        for client_id, (idle_key, _) in self._idle.items():
+            if idle_key == key:
+                return self._idle.pop(client_id)[1]
+        return new_client(ep)
 
-    def checkin(self, ep: Endpoint, client: openai.AsyncOpenAI) -> None:
+    async def checkin(self, ep: Endpoint, client: openai.AsyncOpenAI) -> None:
         """Keep a client a pool is done with; the longest idle beyond max_idle is closed."""
-        self._made += 1
-        self._idle[(self._key(ep), self._made)] = client
+        self._idle[id(client)] = (self._key(ep), client)
         while len(self._idle) > self.max_idle:
-            _, old = self._idle.popitem(last=False)
-            self.loop.create_task(old.close())
+            _, (_, old) = self._idle.popitem(last=False)
+            await old.close()
 
     def drop_idle(self, timeout_s: float = 5.0) -> None:
         """Close every idle client: the next pools build new ones (e.g. after a test swapped the client)."""
         async def close_all() -> None:
-            clients = list(self._idle.values())
+            clients = [client for _, client in self._idle.values()]
             self._idle.clear()
             await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
@@ -268,6 +270,11 @@ class ClientLoop:
         if self.loop.is_running():
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout_s)
+
+
+def new_client(ep: Endpoint) -> openai.AsyncOpenAI:
+    """A client for an endpoint's server; the pool retries itself, so the client does not."""
+    return openai.AsyncOpenAI(base_url=ep.base_url, api_key=ep.api_key(), max_retries=0, timeout=ep.timeout_s)
 
 
 _CLIENT_LOOP: ClientLoop | None = None
@@ -364,13 +371,10 @@ class LLMPool:
 
         # on the process's ClientLoop its kept clients; awaited elsewhere (a caller's own loop) clients of
         # this call, closed at its end
-        shared = _CLIENT_LOOP if _CLIENT_LOOP is not None and asyncio.get_running_loop() is _CLIENT_LOOP.loop else None
+        shared = _CLIENT_LOOP if _CLIENT_LOOP is not None and _CLIENT_LOOP.is_running_here() else None
         wanted = {group[0].request.endpoint for group in todo.values()}
-        clients = {
-            name: shared.checkout(ep) if shared else openai.AsyncOpenAI(
-                base_url=ep.base_url, api_key=ep.api_key(), max_retries=0, timeout=ep.timeout_s)
-            for name, ep in self.endpoints.items() if name in wanted
-        }
+        clients = {name: shared.checkout(ep) if shared else new_client(ep)
+                   for name, ep in self.endpoints.items() if name in wanted}
         semaphores = {name: asyncio.Semaphore(self.endpoints[name].max_concurrency) for name in clients}
         limiters = {
             name: _Limiter(self.endpoints[name].requests_per_minute, self.endpoints[name].tokens_per_minute)
@@ -418,7 +422,7 @@ class LLMPool:
             await flush(force=True)
             for name, client in clients.items():
                 if shared is not None:
-                    shared.checkin(self.endpoints[name], client)
+                    await shared.checkin(self.endpoints[name], client)
                 else:
                     await client.close()
         return results
